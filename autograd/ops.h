@@ -1,0 +1,90 @@
+#pragma once
+// The differentiable functional API. Each op: (1) lets autocast pick its inputs' compute dtype,
+// (2) runs the raw kernel, (3) records a backward node when grad mode is on and an input requires grad.
+#include <cstdint>
+#include <vector>
+
+#include "autograd/tape.h"
+#include "core/tensor.h"
+
+namespace mixtape {
+
+// ---- elementwise (NumPy broadcasting) ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+/// a ** b elementwise.
+Tensor pow(const Tensor& a, const Tensor& b);
+/// a ** exponent.
+Tensor pow(const Tensor& a, double exponent);
+/// Elementwise maximum/minimum (the gradient is split evenly on ties, as in PyTorch).
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor rsqrt(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+/// Exact (erf) GELU.
+Tensor gelu(const Tensor& x);
+Tensor abs(const Tensor& x);
+/// cond ? a : b (cond from a comparison; differentiable in a and b).
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+
+// ---- comparisons (not differentiable; u8 results) ----
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+
+// ---- reductions (axes empty = all; negative axes count from the end) ----
+Tensor sum(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+/// Maximum over axes (the gradient goes to the maximal elements, split evenly on ties).
+Tensor max(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+/// Index of the maximum along `axis` (i64, not differentiable).
+Tensor argmax(const Tensor& x, int64_t axis = -1, bool keepdim = false);
+
+// ---- linear algebra ----
+/// a @ b with optional transposes: a (..., m, k), b (k, n) or batched (..., k, n).
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+
+// ---- softmax and losses ----
+/// Softmax over the last axis.
+Tensor softmax(const Tensor& x);
+/// Log-softmax over the last axis.
+Tensor log_softmax(const Tensor& x);
+/// How per-sample losses are combined.
+enum class Reduction : uint8_t { none, mean, sum };
+/// Fused, numerically stable cross-entropy of logits (N, C) with i64 labels (N).
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction = Reduction::mean,
+                     double label_smoothing = 0.0);
+
+// ---- shape and dtype ----
+/// Differentiable cast.
+Tensor cast(const Tensor& x, DType dtype);
+/// Differentiable view with another shape.
+Tensor reshape(const Tensor& x, const Shape& shape);
+
+// ---- operators (scalars become 0-d tensors of the tensor's dtype) ----
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& x);
+Tensor operator+(const Tensor& a, double b);
+Tensor operator-(const Tensor& a, double b);
+Tensor operator*(const Tensor& a, double b);
+Tensor operator/(const Tensor& a, double b);
+Tensor operator+(double a, const Tensor& b);
+Tensor operator-(double a, const Tensor& b);
+Tensor operator*(double a, const Tensor& b);
+Tensor operator/(double a, const Tensor& b);
+
+}  // namespace mixtape

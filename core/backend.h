@@ -1,0 +1,96 @@
+#pragma once
+// The kernel interface one backend implements (CPU in core/cpu, CUDA in cuda/), grouped by family.
+// Callers (core/kernels.cpp) allocate outputs and validate arguments; a backend only computes.
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace mixtape {
+
+/// Unary elementwise ops (math in core/functors.h).
+enum class UnaryOp : uint8_t { identity, neg, exp, log, sqrt, rsqrt, tanh, sigmoid, relu, gelu, abs };
+/// Binary elementwise ops; comparisons write u8 (0/1); the *_backward ones are fused gradients.
+enum class BinaryOp : uint8_t {
+  add, sub, mul, div, pow, maximum, minimum,
+  eq, ne, lt, le, gt, ge,
+  relu_backward, gelu_backward, tanh_backward, sigmoid_backward, sqrt_backward, rsqrt_backward, abs_backward,
+  max_share, min_share
+};
+/// Reductions over the middle axis of an (outer, n, inner) view.
+enum class ReduceOp : uint8_t { sum, mean, max, min, argmax };
+/// Distributions for Backend::random.
+enum class RandomKind : uint8_t { uniform, normal };
+
+/// "exp", "add", ... for messages and reports.
+const char* op_name(UnaryOp op);
+const char* op_name(BinaryOp op);
+const char* op_name(ReduceOp op);
+/// True for eq/ne/lt/le/gt/ge.
+constexpr bool is_comparison(BinaryOp op) { return op >= BinaryOp::eq && op <= BinaryOp::ge; }
+
+/// out[b] = alpha * op(a[b]) @ op(b[b]) + beta * out[b], op = transpose when the flag is set.
+/// a: (batch, m, k) or (batch, k, m) if trans_a; b: (batch, k, n) or (batch, n, k) if trans_b; out: (batch, m, n).
+/// A batch stride of 0 reuses one matrix for every batch entry. Accumulation is in float (double for f64),
+/// and the output is rounded once.
+struct GemmArgs {
+  Tensor a, b, out;
+  bool trans_a = false, trans_b = false;
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+  int64_t stride_a = 0, stride_b = 0, stride_out = 0;  ///< elements between batch entries
+  double alpha = 1.0, beta = 0.0;
+};
+
+/// One device's kernels.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  /// "cpu", "cuda".
+  virtual const char* name() const = 0;
+  /// The allocator tensors of this device use.
+  virtual Allocator& allocator() = 0;
+
+  // elementwise: inputs broadcast to out's shape; all inputs share one dtype; out has it too
+  // (comparisons: u8).
+  virtual void unary(UnaryOp op, const Tensor& x, const Tensor& out) = 0;
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  /// out = cond != 0 ? a : b (cond is u8, broadcasting).
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  /// Converts between any dtypes (same shape); float targets round to nearest even.
+  virtual void cast(const Tensor& x, const Tensor& out) = 0;
+  virtual void fill(const Tensor& out, double value) = 0;
+  virtual void arange(const Tensor& out, double start, double step) = 0;
+  /// Counter-based draw: element i depends only on (seed, offset, i); uniform in [a, b) or normal(a, b).
+  virtual void random(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) = 0;
+  /// Same-device copy of equal byte size.
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;
+
+  // reductions: x viewed as (outer, n, inner) -> out (outer, inner); argmax writes i64.
+  virtual void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out) = 0;
+
+  // matrix products
+  virtual void gemm(const GemmArgs& args) = 0;
+
+  // softmax family over the last axis of x viewed as (rows, cols)
+  virtual void softmax(const Tensor& x, const Tensor& out, bool log) = 0;
+  /// gx = y * (gy - sum(gy * y)) for softmax, gy - exp(y) * sum(gy) for log-softmax (y = forward output).
+  virtual void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, bool log) = 0;
+  /// Per-row loss of logits (N, C) against i64 labels (N), with label smoothing; losses (N) in logits' dtype.
+  /// Labels outside [0, C) throw mixtape::Error.
+  virtual void cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& losses, double smoothing) = 0;
+  /// grad_logits = grad_losses[:, None] * (softmax(logits) - target distribution).
+  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& grad_losses,
+                                      const Tensor& grad_logits, double smoothing) = 0;
+};
+
+/// The backend of a device; throws mixtape::Error naming the device when it is not available.
+Backend& backend_for(Device device);
+/// The CPU backend.
+Backend& cpu_backend();
+/// Whether tensors can be created on `device` in this build and on this machine.
+bool device_available(Device device);
+/// Number of CUDA devices usable (0 in a build without CUDA or without a driver/GPU).
+int cuda_device_count();
+/// Copies between any two devices (same dtype and byte size).
+void copy_between_devices(const Tensor& src, const Tensor& dst);
+
+}  // namespace mixtape

@@ -1,0 +1,47 @@
+#pragma once
+// Raw (not recorded) tensor ops: validate arguments, allocate the output on the inputs' device,
+// and call that device's backend. The differentiable API in autograd/ops.h is built on these.
+#include <vector>
+
+#include "core/backend.h"
+
+namespace mixtape::kernels {
+
+/// y = op(x), same shape and dtype.
+Tensor unary(UnaryOp op, const Tensor& x);
+/// op(a, b) with NumPy broadcasting; a and b must share dtype and device. Comparisons return u8.
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
+/// cond ? a : b with broadcasting over all three (cond u8).
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+/// A copy converted to dtype (x itself when already that dtype).
+Tensor cast(const Tensor& x, DType dtype);
+/// x broadcast (copied) to `shape`.
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
+/// Sums a broadcast result back to `shape` (the un-broadcasting of gradients).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+/// A view of x with another shape (one dimension may be -1), sharing storage.
+Tensor view(const Tensor& x, const Shape& shape);
+
+/// Reduction over `axes` (empty = all axes); keepdim keeps reduced axes as size 1.
+Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim);
+/// Index of the maximum along one axis (i64).
+Tensor argmax(const Tensor& x, int64_t axis, bool keepdim);
+
+/// Matrix product. a: (..., m, k) (or (..., k, m) when trans_a), b: (k, n) or (..., k, n) with the same
+/// leading dims as a (or transposed when trans_b); batch dims of a 2-D operand are shared.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+
+/// Softmax / log-softmax over the last axis.
+Tensor softmax(const Tensor& x, bool log);
+Tensor softmax_backward(const Tensor& y, const Tensor& gy, bool log);
+/// Per-sample cross-entropy of logits (N, C) with i64 labels (N); returns (N).
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing);
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& grad_losses,
+                              double label_smoothing);
+
+/// Checks two tensors share a device, naming the op.
+void check_same_device(const Tensor& a, const Tensor& b, const char* op);
+/// Checks two tensors share a dtype, naming the op.
+void check_same_dtype(const Tensor& a, const Tensor& b, const char* op);
+
+}  // namespace mixtape::kernels
