@@ -35,9 +35,11 @@ MIXTAPE_HD MIXTAPE_INLINE Philox4 philox4x32(uint64_t seed, uint64_t offset, uin
 /// Uniform float in [0, 1) from 24 random bits.
 MIXTAPE_HD MIXTAPE_INLINE float uniform_from_bits(uint32_t x) { return static_cast<float>(x >> 8) * (1.0f / 16777216.0f); }
 
-/// Element i of a uniform [0,1) draw.
-MIXTAPE_HD MIXTAPE_INLINE float random_uniform(uint64_t seed, uint64_t offset, uint64_t i) {
-  return uniform_from_bits(philox4x32(seed, offset, i).v[0]);
+/// Element i of a uniform [0,1) draw with `bits` random bits (24 for f32, 11 for f16, 8 for bf16, so the
+/// value is exactly representable in the target dtype and never rounds up to 1).
+MIXTAPE_HD MIXTAPE_INLINE float random_uniform(uint64_t seed, uint64_t offset, uint64_t i, int bits = 24) {
+  const uint32_t x = philox4x32(seed, offset, i).v[0] >> (32 - bits);
+  return static_cast<float>(x) * (1.0f / static_cast<float>(1u << bits));
 }
 
 /// Element i of a standard normal draw (Box-Muller on two words of the same counter).

@@ -1,0 +1,31 @@
+#include "autograd/dispatch.h"
+
+#include <atomic>
+
+namespace mixtape::autograd {
+
+namespace {
+std::atomic<AutocastHook> g_hook{nullptr};
+}
+
+void set_autocast_hook(AutocastHook hook) { g_hook.store(hook); }
+
+void autocast_inputs(OpKind kind, std::span<Tensor> inputs) {
+  if (AutocastHook hook = g_hook.load(std::memory_order_relaxed)) hook(kind, inputs);
+}
+
+
+}  // namespace mixtape::autograd
+
+namespace mixtape {
+
+const char* op_kind_name(OpKind kind) {
+  static const char* names[] = {"add",     "sub",  "mul",  "div",     "neg",     "exp",     "log",
+                                "sqrt",    "rsqrt", "pow", "tanh",    "sigmoid", "relu",    "gelu",
+                                "abs",     "maximum", "minimum", "where", "sum", "mean", "max",
+                                "matmul",  "softmax", "log_softmax", "cross_entropy", "cast", "reshape"};
+  static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(OpKind::count_), "op_kind_name table");
+  return kind < OpKind::count_ ? names[static_cast<int>(kind)] : "?";
+}
+
+}  // namespace mixtape

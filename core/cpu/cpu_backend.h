@@ -1,0 +1,67 @@
+#pragma once
+// The CPU backend: loops over the shared functors, Eigen for GEMM. Split by family across core/cpu/*.cpp.
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "core/backend.h"
+
+namespace mixtape::cpu {
+
+/// 64-byte aligned host buffers with current/peak accounting.
+class CpuAllocator final : public Allocator {
+ public:
+  void* allocate(size_t bytes) override;
+  void deallocate(void* ptr, size_t bytes) override;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  Allocator& allocator() override { return allocator_; }
+  void unary(UnaryOp op, const Tensor& x, const Tensor& out) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void cast(const Tensor& x, const Tensor& out) override;
+  void fill(const Tensor& out, double value) override;
+  void arange(const Tensor& out, double start, double step) override;
+  void random(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) override;
+  void copy(const Tensor& src, const Tensor& dst) override;
+  void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out) override;
+  void gemm(const GemmArgs& args) override;
+  void softmax(const Tensor& x, const Tensor& out, bool log) override;
+  void softmax_backward(const Tensor& y, const Tensor& gy, const Tensor& gx, bool log) override;
+  void cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& losses, double smoothing) override;
+  void cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& grad_losses,
+                              const Tensor& grad_logits, double smoothing) override;
+
+ private:
+  CpuAllocator allocator_;
+};
+
+/// A float from a double, rounded to odd: converting that float to f16/bf16 (round to nearest even) then
+/// gives the same result as rounding the double directly (no double rounding), as float has >= 2 more bits.
+inline float double_to_float_round_odd(double d) {
+  float f = static_cast<float>(d);
+  if (static_cast<double>(f) == d || d != d || !(f - f == 0.0f)) return f;  // exact, NaN or overflow
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if (std::fabs(static_cast<double>(f)) > std::fabs(d)) --bits;  // truncate toward zero
+  bits |= 1u;                                                     // sticky: odd
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+
+/// Converts an accumulate-type value to storage type T, rounding once.
+template <class T, class A>
+inline T store(A v) {
+  if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
+    if constexpr (std::is_same_v<A, double>) return T(double_to_float_round_odd(v));
+    else return T(static_cast<float>(v));
+  } else {
+    return static_cast<T>(v);
+  }
+}
+
+}  // namespace mixtape::cpu

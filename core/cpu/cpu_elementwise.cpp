@@ -1,0 +1,198 @@
+// CPU elementwise kernels: broadcasting loops over the shared functors, casts, fills, random draws.
+#include <cstdlib>
+#include <cstring>
+
+#include "core/cpu/cpu_backend.h"
+#include "core/functor_visit.h"
+
+namespace mixtape::cpu {
+
+// ---- allocator ----
+
+void* CpuAllocator::allocate(size_t bytes) {
+  const size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded ? rounded : 64);
+  if (!p) throw Error(detail::cat("out of host memory allocating ", bytes, " bytes"));
+  record_alloc(bytes);
+  return p;
+}
+
+void CpuAllocator::deallocate(void* ptr, size_t bytes) {
+  std::free(ptr);
+  record_free(bytes);
+}
+
+namespace {
+
+/// Element strides of `in` broadcast against `out` (0 along broadcast dimensions), right-aligned.
+void broadcast_strides(const Shape& in, const Shape& out, int64_t* strides) {
+  const int n = out.size(), lead = n - in.size();
+  int64_t s = 1;
+  for (int i = n - 1; i >= 0; --i) {
+    const int j = i - lead;
+    if (j < 0 || in[j] == 1) {
+      strides[i] = 0;
+    } else {
+      strides[i] = s;
+      s *= in[j];
+    }
+  }
+}
+
+/// Calls body(out_index, in_offsets...) for every output element, in row-major order, with N inputs
+/// broadcast to out's shape. Contiguous same-shape and scalar operands take flat loops.
+template <int N, class Body>
+void for_each_broadcast(const Shape& out, const std::array<const Shape*, N>& ins, Body body) {
+  const int64_t total = out.numel();
+  if (total == 0) return;
+  bool flat = true;
+  for (const Shape* s : ins) flat = flat && (*s == out || s->numel() == 1);
+  if (flat) {
+    std::array<int64_t, N> step;
+    for (int k = 0; k < N; ++k) step[k] = *ins[k] == out ? 1 : 0;
+    std::array<int64_t, N> off{};
+    for (int64_t i = 0; i < total; ++i) {
+      body(i, off);
+      for (int k = 0; k < N; ++k) off[k] += step[k];
+    }
+    return;
+  }
+  const int nd = out.size();
+  std::array<std::array<int64_t, Shape::kMaxDims>, N> strides;
+  for (int k = 0; k < N; ++k) broadcast_strides(*ins[k], out, strides[k].data());
+  const int64_t inner = out[nd - 1];
+  std::array<int64_t, Shape::kMaxDims> idx{};
+  std::array<int64_t, N> base{};
+  for (int64_t o = 0; o < total; o += inner) {
+    std::array<int64_t, N> off = base;
+    for (int64_t i = 0; i < inner; ++i) {
+      body(o + i, off);
+      for (int k = 0; k < N; ++k) off[k] += strides[k][static_cast<size_t>(nd - 1)];
+    }
+    // advance the multi-index over the outer dimensions
+    for (int d = nd - 2; d >= 0; --d) {
+      ++idx[static_cast<size_t>(d)];
+      for (int k = 0; k < N; ++k) base[k] += strides[k][static_cast<size_t>(d)];
+      if (idx[static_cast<size_t>(d)] < out[d]) break;
+      for (int k = 0; k < N; ++k) base[k] -= strides[k][static_cast<size_t>(d)] * out[d];
+      idx[static_cast<size_t>(d)] = 0;
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& out) {
+  dispatch_floating(x.dtype(), op_name(op), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    const T* px = static_cast<const T*>(x.raw_data());
+    T* po = static_cast<T*>(out.raw_data());
+    visit_unary(op, [&](auto f) {
+      for_each_broadcast<1>(out.shape(), {&x.shape()}, [&](int64_t i, const std::array<int64_t, 1>& o) {
+        po[i] = store<T>(f(static_cast<A>(px[o[0]])));
+      });
+    });
+  });
+}
+
+void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  dispatch_all(a.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_same_v<T, uint8_t>) {
+      throw Error(detail::cat(op_name(op), ": u8 operands are not supported"));
+    } else {
+      using A = acc_t<T>;
+      const T* pa = static_cast<const T*>(a.raw_data());
+      const T* pb = static_cast<const T*>(b.raw_data());
+      visit_binary(op, [&](auto f) {
+        auto run = [&](auto* po) {
+          using O = std::remove_pointer_t<decltype(po)>;
+          for_each_broadcast<2>(out.shape(), {&a.shape(), &b.shape()}, [&](int64_t i, const std::array<int64_t, 2>& o) {
+            po[i] = store<O>(f(static_cast<A>(pa[o[0]]), static_cast<A>(pb[o[1]])));
+          });
+        };
+        if (out.dtype() == DType::u8) run(static_cast<uint8_t*>(out.raw_data()));
+        else run(static_cast<T*>(out.raw_data()));
+      });
+    }
+  });
+}
+
+void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+  const uint8_t* pc = static_cast<const uint8_t*>(cond.raw_data());
+  dispatch_all(a.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pa = static_cast<const T*>(a.raw_data());
+    const T* pb = static_cast<const T*>(b.raw_data());
+    T* po = static_cast<T*>(out.raw_data());
+    for_each_broadcast<3>(out.shape(), {&cond.shape(), &a.shape(), &b.shape()},
+                          [&](int64_t i, const std::array<int64_t, 3>& o) { po[i] = pc[o[0]] ? pa[o[1]] : pb[o[2]]; });
+  });
+}
+
+void CpuBackend::cast(const Tensor& x, const Tensor& out) {
+  const int64_t n = x.numel();
+  dispatch_all(x.dtype(), [&](auto in_tag) {
+    using S = typename decltype(in_tag)::type;
+    const S* px = static_cast<const S*>(x.raw_data());
+    dispatch_all(out.dtype(), [&](auto out_tag) {
+      using T = typename decltype(out_tag)::type;
+      T* po = static_cast<T*>(out.raw_data());
+      for (int64_t i = 0; i < n; ++i) {
+        if constexpr (std::is_same_v<S, Half> || std::is_same_v<S, BFloat16>)
+          po[i] = store<T>(static_cast<float>(px[i]));  // widening is exact
+        else if constexpr (std::is_same_v<S, int64_t> || std::is_same_v<S, uint8_t>)
+          po[i] = store<T>(static_cast<double>(px[i]));
+        else
+          po[i] = store<T>(px[i]);
+      }
+    });
+  });
+}
+
+void CpuBackend::fill(const Tensor& out, double value) {
+  dispatch_all(out.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* p = static_cast<T*>(out.raw_data());
+    const T v = store<T>(value);
+    for (int64_t i = 0, n = out.numel(); i < n; ++i) p[i] = v;
+  });
+}
+
+void CpuBackend::arange(const Tensor& out, double start, double step) {
+  dispatch_all(out.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* p = static_cast<T*>(out.raw_data());
+    for (int64_t i = 0, n = out.numel(); i < n; ++i) p[i] = store<T>(start + static_cast<double>(i) * step);
+  });
+}
+
+void CpuBackend::random(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) {
+  dispatch_floating(out.dtype(), "random", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* p = static_cast<T*>(out.raw_data());
+    const float fa = static_cast<float>(a), fb = static_cast<float>(b);
+    const int bits = std::is_same_v<T, Half> ? 11 : std::is_same_v<T, BFloat16> ? 8 : 24;
+    for (int64_t i = 0, n = out.numel(); i < n; ++i) {
+      const uint64_t idx = static_cast<uint64_t>(i);
+      const float v = kind == RandomKind::uniform ? fa + (fb - fa) * random_uniform(seed, offset, idx, bits)
+                                                  : fa + fb * random_normal(seed, offset, idx);
+      p[i] = store<T>(v);
+    }
+  });
+}
+
+void CpuBackend::copy(const Tensor& src, const Tensor& dst) {
+  MIXTAPE_CHECK(src.nbytes() == dst.nbytes(), "copy: byte sizes differ");
+  if (src.nbytes() && src.raw_data() != dst.raw_data()) std::memcpy(dst.raw_data(), src.raw_data(), src.nbytes());
+}
+
+}  // namespace mixtape::cpu
+
+namespace mixtape {
+Backend& cpu_backend() {
+  static auto* backend = new cpu::CpuBackend;  // never destroyed: tensors in static storage may outlive it
+  return *backend;
+}
+}  // namespace mixtape

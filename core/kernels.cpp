@@ -1,0 +1,312 @@
+#include "core/kernels.h"
+
+#include <algorithm>
+
+namespace mixtape::kernels {
+
+void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
+  MIXTAPE_CHECK(a.device() == b.device(), op, ": tensors are on different devices (", a.device().to_string(), " and ",
+                b.device().to_string(), "); move one with .to(device)");
+}
+
+void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
+  MIXTAPE_CHECK(a.dtype() == b.dtype(), op, ": dtype mismatch (", dtype_name(a.dtype()), " and ", dtype_name(b.dtype()),
+                "); cast one with .to(dtype) or run under amp::Autocast");
+}
+
+namespace {
+void check_defined(const Tensor& t, const char* op, const char* arg) {
+  MIXTAPE_CHECK(t.defined(), op, ": argument '", arg, "' is an undefined tensor");
+}
+void check_floating(const Tensor& t, const char* op) {
+  MIXTAPE_CHECK(is_floating(t.dtype()), op, ": expected a floating-point tensor (f32, f16, bf16, f64), got ",
+                dtype_name(t.dtype()));
+}
+}  // namespace
+
+Tensor unary(UnaryOp op, const Tensor& x) {
+  check_defined(x, op_name(op), "x");
+  check_floating(x, op_name(op));
+  Tensor out = empty_like(x);
+  backend_for(x.device()).unary(op, x, out);
+  return out;
+}
+
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
+  const char* name = op_name(op);
+  check_defined(a, name, "a");
+  check_defined(b, name, "b");
+  check_same_device(a, b, name);
+  check_same_dtype(a, b, name);
+  if (is_comparison(op) || op == BinaryOp::add || op == BinaryOp::sub || op == BinaryOp::mul)
+    MIXTAPE_CHECK(a.dtype() != DType::u8, name, ": u8 tensors are not supported; cast to a floating dtype first");
+  else
+    check_floating(a, name);
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
+  Tensor out = Tensor::empty(shape, is_comparison(op) ? DType::u8 : a.dtype(), a.device());
+  backend_for(a.device()).binary(op, a, b, out);
+  return out;
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  check_defined(cond, "where", "cond");
+  check_defined(a, "where", "a");
+  check_defined(b, "where", "b");
+  MIXTAPE_CHECK(cond.dtype() == DType::u8, "where: the condition must be a u8 tensor (from a comparison), got ",
+                dtype_name(cond.dtype()));
+  check_same_device(cond, a, "where");
+  check_same_device(a, b, "where");
+  check_same_dtype(a, b, "where");
+  const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
+  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
+  backend_for(a.device()).where(cond, a, b, out);
+  return out;
+}
+
+Tensor cast(const Tensor& x, DType dtype) {
+  check_defined(x, "cast", "x");
+  if (x.dtype() == dtype) return x;
+  Tensor out = Tensor::empty(x.shape(), dtype, x.device());
+  backend_for(x.device()).cast(x, out);
+  return out;
+}
+
+Tensor broadcast_to(const Tensor& x, const Shape& shape) {
+  check_defined(x, "broadcast_to", "x");
+  if (x.shape() == shape) return x;
+  MIXTAPE_CHECK(broadcast_shapes(x.shape(), shape, "broadcast_to") == shape, "broadcast_to: shape ",
+                x.shape().to_string(), " cannot be broadcast to ", shape.to_string());
+  Tensor out = Tensor::empty(shape, x.dtype(), x.device());
+  if (is_floating(x.dtype())) {
+    backend_for(x.device()).unary(UnaryOp::identity, x, out);
+  } else {  // integer tensors: where(1, x, x) would need a cond; go through a float copy instead
+    Tensor xf = cast(x, DType::f64), of = Tensor::empty(shape, DType::f64, x.device());
+    backend_for(x.device()).unary(UnaryOp::identity, xf, of);
+    backend_for(x.device()).cast(of, out);
+  }
+  return out;
+}
+
+Tensor sum_to(const Tensor& x, const Shape& shape) {
+  check_defined(x, "sum_to", "x");
+  if (x.shape() == shape) return x;
+  const int lead = x.dim() - shape.size();
+  MIXTAPE_CHECK(lead >= 0, "sum_to: cannot reduce shape ", x.shape().to_string(), " to ", shape.to_string());
+  std::vector<int64_t> axes;
+  for (int i = 0; i < x.dim(); ++i) {
+    if (i < lead) {
+      axes.push_back(i);
+    } else {
+      const int64_t want = shape[i - lead];
+      MIXTAPE_CHECK(want == x.shape()[i] || want == 1, "sum_to: cannot reduce shape ", x.shape().to_string(), " to ",
+                    shape.to_string());
+      if (want == 1 && x.shape()[i] != 1) axes.push_back(i);
+    }
+  }
+  Tensor r = axes.empty() ? x : reduce(ReduceOp::sum, x, axes, true);
+  return view(r, shape);
+}
+
+Tensor view(const Tensor& x, const Shape& shape) {
+  check_defined(x, "reshape", "x");
+  Shape s = shape;
+  int infer = -1;
+  int64_t known = 1;
+  for (int i = 0; i < s.size(); ++i) {
+    if (s[i] == -1) {
+      MIXTAPE_CHECK(infer < 0, "reshape: only one dimension may be -1 in ", shape.to_string());
+      infer = i;
+    } else {
+      known *= s[i];
+    }
+  }
+  if (infer >= 0) {
+    MIXTAPE_CHECK(known > 0 && x.numel() % known == 0, "reshape: cannot reshape a tensor of shape ", x.shape().to_string(),
+                  " (", x.numel(), " elements) to ", shape.to_string());
+    s[infer] = x.numel() / known;
+  }
+  MIXTAPE_CHECK(s.numel() == x.numel(), "reshape: cannot reshape a tensor of shape ", x.shape().to_string(), " (",
+                x.numel(), " elements) to ", shape.to_string(), " (", s.numel(), " elements)");
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = x.impl()->storage;
+  impl->offset_bytes = x.impl()->offset_bytes;
+  impl->shape = s;
+  impl->dtype = x.dtype();
+  return Tensor(std::move(impl));
+}
+
+namespace {
+/// Normalised, sorted, de-duplicated axes (empty input = every axis).
+std::vector<int> normalise_axes(const Shape& shape, const std::vector<int64_t>& axes, const char* op) {
+  std::vector<int> out;
+  if (axes.empty()) {
+    for (int i = 0; i < shape.size(); ++i) out.push_back(i);
+    return out;
+  }
+  for (int64_t a : axes) out.push_back(shape.axis(a, op));
+  std::sort(out.begin(), out.end());
+  MIXTAPE_CHECK(std::adjacent_find(out.begin(), out.end()) == out.end(), op, ": an axis is repeated");
+  return out;
+}
+
+/// Reduces one axis keeping it as size 1.
+Tensor reduce_axis(ReduceOp op, const Tensor& x, int axis) {
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < axis; ++i) outer *= x.shape()[i];
+  for (int i = axis + 1; i < x.dim(); ++i) inner *= x.shape()[i];
+  const int64_t n = x.shape()[axis];
+  MIXTAPE_CHECK(n > 0 || op == ReduceOp::sum || op == ReduceOp::mean, op_name(op), ": cannot reduce an empty axis ",
+                axis, " of shape ", x.shape().to_string());
+  Shape s = x.shape();
+  s[axis] = 1;
+  Tensor out = Tensor::empty(s, op == ReduceOp::argmax ? DType::i64 : x.dtype(), x.device());
+  backend_for(x.device()).reduce(op, x, outer, n, inner, out);
+  return out;
+}
+}  // namespace
+
+Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bool keepdim) {
+  const char* name = op_name(op);
+  check_defined(x, name, "x");
+  check_floating(x, name);
+  MIXTAPE_CHECK(op != ReduceOp::argmax, "reduce: use kernels::argmax");
+  const std::vector<int> ax = normalise_axes(x.shape(), axes, name);
+  Tensor r = x;
+  if (x.dim() == 0) {
+    r = reduce_axis(op, view(x, Shape{1}), 0);
+  } else if (!ax.empty() && ax.back() - ax.front() + 1 == static_cast<int>(ax.size())) {
+    // Contiguous axes: one pass over an (outer, n, inner) view.
+    Shape merged;
+    for (int i = 0; i < ax.front(); ++i) merged.push_back(x.shape()[i]);
+    int64_t n = 1;
+    for (int a : ax) n *= x.shape()[a];
+    merged.push_back(n);
+    for (int i = ax.back() + 1; i < x.dim(); ++i) merged.push_back(x.shape()[i]);
+    r = reduce_axis(op, view(x, merged), ax.front());
+  } else {
+    // Scattered axes: one axis at a time (exact for sum, max and equal-count means).
+    for (auto it = ax.rbegin(); it != ax.rend(); ++it) r = reduce_axis(op, r, *it);
+  }
+  Shape out;
+  for (int i = 0; i < x.dim(); ++i) {
+    const bool reduced = std::find(ax.begin(), ax.end(), i) != ax.end();
+    if (!reduced) out.push_back(x.shape()[i]);
+    else if (keepdim) out.push_back(1);
+  }
+  return view(r, out);
+}
+
+Tensor argmax(const Tensor& x, int64_t axis, bool keepdim) {
+  check_defined(x, "argmax", "x");
+  check_floating(x, "argmax");
+  const Tensor xv = x.dim() == 0 ? view(x, Shape{1}) : x;
+  const int a = xv.shape().axis(axis, "argmax");
+  Tensor r = reduce_axis(ReduceOp::argmax, xv, a);
+  if (keepdim) return x.dim() == 0 ? view(r, Shape{}) : r;
+  Shape out;
+  for (int i = 0; i < x.dim(); ++i)
+    if (i != a) out.push_back(x.shape()[i]);
+  return view(r, out);
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  check_defined(a, "matmul", "a");
+  check_defined(b, "matmul", "b");
+  check_same_device(a, b, "matmul");
+  check_same_dtype(a, b, "matmul");
+  check_floating(a, "matmul");
+  MIXTAPE_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: expected tensors with at least 2 dimensions, got a ",
+                a.shape().to_string(), " and b ", b.shape().to_string());
+  const int64_t m = trans_a ? a.size(-1) : a.size(-2), k = trans_a ? a.size(-2) : a.size(-1);
+  const int64_t kb = trans_b ? b.size(-1) : b.size(-2), n = trans_b ? b.size(-2) : b.size(-1);
+  MIXTAPE_CHECK(k == kb, "matmul: inner dimensions differ: a ", a.shape().to_string(), (trans_a ? "^T" : ""), " @ b ",
+                b.shape().to_string(), (trans_b ? "^T" : ""), " (", k, " vs ", kb, ")");
+  Shape batch_a, batch_b;
+  for (int i = 0; i < a.dim() - 2; ++i) batch_a.push_back(a.shape()[i]);
+  for (int i = 0; i < b.dim() - 2; ++i) batch_b.push_back(b.shape()[i]);
+  MIXTAPE_CHECK(batch_a.size() == 0 || batch_b.size() == 0 || batch_a == batch_b, "matmul: batch dimensions differ: a ",
+                a.shape().to_string(), " and b ", b.shape().to_string());
+  const Shape& batch = batch_a.size() ? batch_a : batch_b;
+  Shape out_shape = batch;
+  out_shape.push_back(m);
+  out_shape.push_back(n);
+  Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+  GemmArgs g;
+  g.trans_a = trans_a;
+  g.trans_b = trans_b;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.out = out;
+  g.a = a;
+  g.b = b;
+  if (batch_b.size() == 0 && !trans_a) {
+    // (..., m, k) @ (k, n): fold the batch into m for one large GEMM.
+    g.m = m * batch.numel();
+    g.batch = 1;
+  } else {
+    g.batch = batch.numel();
+    g.stride_a = batch_a.size() ? m * k : 0;
+    g.stride_b = batch_b.size() ? k * n : 0;
+    g.stride_out = m * n;
+  }
+  if (out.numel() == 0) return out;
+  if (k == 0) {
+    backend_for(a.device()).fill(out, 0.0);
+    return out;
+  }
+  backend_for(a.device()).gemm(g);
+  return out;
+}
+
+Tensor softmax(const Tensor& x, bool log) {
+  const char* name = log ? "log_softmax" : "softmax";
+  check_defined(x, name, "x");
+  check_floating(x, name);
+  MIXTAPE_CHECK(x.dim() >= 1, name, ": expected at least 1 dimension, got a scalar");
+  Tensor out = empty_like(x);
+  if (x.numel()) backend_for(x.device()).softmax(x, out, log);
+  return out;
+}
+
+Tensor softmax_backward(const Tensor& y, const Tensor& gy, bool log) {
+  check_same_dtype(y, gy, "softmax_backward");
+  MIXTAPE_CHECK(y.shape() == gy.shape(), "softmax_backward: gradient shape ", gy.shape().to_string(),
+                " differs from output shape ", y.shape().to_string());
+  Tensor gx = empty_like(y);
+  if (y.numel()) backend_for(y.device()).softmax_backward(y, gy, gx, log);
+  return gx;
+}
+
+namespace {
+void check_cross_entropy(const Tensor& logits, const Tensor& labels, double smoothing) {
+  check_defined(logits, "cross_entropy", "logits");
+  check_defined(labels, "cross_entropy", "labels");
+  check_floating(logits, "cross_entropy");
+  check_same_device(logits, labels, "cross_entropy");
+  MIXTAPE_CHECK(logits.dim() == 2, "cross_entropy: expected logits of shape (N, C), got ", logits.shape().to_string());
+  MIXTAPE_CHECK(labels.dtype() == DType::i64, "cross_entropy: expected i64 labels, got ", dtype_name(labels.dtype()));
+  MIXTAPE_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0), "cross_entropy: expected labels of shape (",
+                logits.size(0), ",) for logits ", logits.shape().to_string(), ", got ", labels.shape().to_string());
+  MIXTAPE_CHECK(logits.size(1) > 0, "cross_entropy: logits have no classes");
+  MIXTAPE_CHECK(smoothing >= 0.0 && smoothing <= 1.0, "cross_entropy: label_smoothing must be in [0, 1], got ", smoothing);
+}
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing) {
+  check_cross_entropy(logits, labels, label_smoothing);
+  Tensor losses = Tensor::empty(Shape{logits.size(0)}, logits.dtype(), logits.device());
+  if (logits.size(0)) backend_for(logits.device()).cross_entropy(logits, labels, losses, label_smoothing);
+  return losses;
+}
+
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& grad_losses,
+                              double label_smoothing) {
+  check_cross_entropy(logits, labels, label_smoothing);
+  check_same_dtype(logits, grad_losses, "cross_entropy_backward");
+  Tensor g = empty_like(logits);
+  if (logits.size(0)) backend_for(logits.device()).cross_entropy_backward(logits, labels, grad_losses, g, label_smoothing);
+  return g;
+}
+
+}  // namespace mixtape::kernels
