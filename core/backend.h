@@ -40,6 +40,20 @@ struct GemmArgs {
   double alpha = 1.0, beta = 0.0;
 };
 
+/// Hyper-parameters of one SGD update (PyTorch's torch.optim.SGD semantics).
+struct SgdUpdate {
+  double lr = 0.01, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;
+  bool nesterov = false;
+  bool first_step = false;  ///< the momentum buffer is initialised to the gradient on the first step
+};
+
+/// Hyper-parameters of one Adam/AdamW update (PyTorch's torch.optim.Adam / AdamW semantics).
+struct AdamUpdate {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool decoupled_weight_decay = false;  ///< AdamW: param *= 1 - lr * weight_decay before the Adam step
+  int64_t step = 1;                     ///< 1-based step count, for bias correction
+};
+
 /// One device's kernels.
 class Backend {
  public:
@@ -80,6 +94,13 @@ class Backend {
   /// grad_logits = grad_losses[:, None] * (softmax(logits) - target distribution).
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& grad_losses,
                                       const Tensor& grad_logits, double smoothing) = 0;
+
+  // optimizer updates, in place on the master parameter (f32 or f64) and its state; one pass per tensor
+  /// param -= lr * d, d = grad (+ weight decay, momentum, nesterov); momentum_buf may be undefined when momentum == 0.
+  virtual void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& momentum_buf, const SgdUpdate& u) = 0;
+  /// Adam/AdamW step updating param, exp_avg and exp_avg_sq in place.
+  virtual void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                           const AdamUpdate& u) = 0;
 };
 
 /// The backend of a device; throws mixtape::Error naming the device when it is not available.

@@ -34,6 +34,9 @@ class CpuBackend final : public Backend {
   void cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& losses, double smoothing) override;
   void cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& grad_losses,
                               const Tensor& grad_logits, double smoothing) override;
+  void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& momentum_buf, const SgdUpdate& u) override;
+  void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                   const AdamUpdate& u) override;
 
  private:
   CpuAllocator allocator_;
