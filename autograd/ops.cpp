@@ -244,6 +244,34 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   });
 }
 
+Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
+  auto [x, w, b] = prepare(OpKind::linear, x_in, w_in, b_in);
+  MIXTAPE_CHECK(w.defined() && w.dim() == 2, "linear: expected a weight of shape (out, in), got ",
+                w.defined() ? w.shape().to_string() : "undefined");
+  MIXTAPE_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input ",
+                x.defined() ? x.shape().to_string() : "undefined", " does not end in the weight's in_features ", w.size(1),
+                " (weight ", w.shape().to_string(), ")");
+  if (b.defined())
+    MIXTAPE_CHECK(b.dim() == 1 && b.size(0) == w.size(0), "linear: expected a bias of shape (", w.size(0), ",), got ",
+                  b.shape().to_string());
+  const Tensor x2 = x.dim() == 1 ? kernels::view(x, Shape{1, x.size(0)}) : x;
+  Tensor out = kernels::matmul(x2, w, false, true);
+  if (b.defined()) out = bin(BinaryOp::add, out, b);
+  if (x.dim() == 1) out = kernels::view(out, Shape{w.size(0)});
+  if (!should_record({&x, &w, &b})) return out;
+  const Tensor sx = w.requires_grad() ? x.detach() : Tensor(), sw = x.requires_grad() ? w.detach() : Tensor();
+  const Shape x_shape = x.shape();
+  return record(OpKind::linear, {&x, &w, &b}, out, [sx, sw, x_shape](const Tensor& g, const Needs& needs) {
+    Tensor gx, gw, gb;
+    const int64_t out_features = g.size(-1);
+    const Tensor g2 = kernels::view(g, Shape{-1, out_features});
+    if (needs[0]) gx = kernels::view(kernels::matmul(g2, sw, false, false), x_shape);        // (..., in)
+    if (needs[1]) gw = kernels::matmul(g2, kernels::view(sx, Shape{-1, sx.size(-1)}), true, false);  // (out, in)
+    if (needs[2]) gb = kernels::reduce(ReduceOp::sum, g2, {0}, false);                          // (out)
+    return Grads{gx, gw, gb};
+  });
+}
+
 // ---- softmax and losses ----
 
 Tensor softmax(const Tensor& x_in) {

@@ -55,6 +55,10 @@ Tensor argmax(const Tensor& x, int64_t axis = -1, bool keepdim = false);
 /// a @ b with optional transposes: a (..., m, k), b (k, n) or batched (..., k, n).
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 
+/// x @ weight^T + bias: x (..., in), weight (out, in), bias (out) or undefined. One op for autocast (it runs
+/// in the lower precision as a whole, bias included, like PyTorch's linear).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
 // ---- softmax and losses ----
 /// Softmax over the last axis.
 Tensor softmax(const Tensor& x);
