@@ -221,7 +221,8 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   Tensor out = kernels::matmul(a, b, ta, tb);
   if (!should_record({&a, &b})) return out;
   const Tensor sa = b.requires_grad() ? a.detach() : Tensor(), sb = a.requires_grad() ? b.detach() : Tensor();
-  return record(OpKind::matmul, {&a, &b}, out, [sa, sb, ta, tb](const Tensor& g, const Needs& needs) {
+  const bool shared_rhs = b.dim() == 2 && a.dim() > 2 && !ta;
+  return record(OpKind::matmul, {&a, &b}, out, [sa, sb, ta, tb, shared_rhs](const Tensor& g, const Needs& needs) {
     const auto mm = &kernels::matmul;
     Tensor ga, gb;
     if (needs[0]) {
@@ -229,7 +230,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
       else ga = tb ? mm(sb, g, true, true) : mm(sb, g, false, true);
     }
     if (needs[1]) {
-      if (sb.dim() == 2 && sa.dim() > 2 && !ta) {
+      if (shared_rhs) {
         // Shared 2-D weight under a batched input: fold the batch into one GEMM instead of summing B products.
         const int64_t k = sa.size(-1), n = g.size(-1);
         const Tensor a2 = kernels::view(sa, Shape{-1, k}), g2 = kernels::view(g, Shape{-1, n});

@@ -169,7 +169,10 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bo
   const char* name = op_name(op);
   check_defined(x, name, "x");
   check_floating(x, name);
-  MIXTAPE_CHECK(op != ReduceOp::argmax, "reduce: use kernels::argmax");
+  if (op == ReduceOp::argmax) {
+    MIXTAPE_CHECK(axes.size() == 1, "argmax: expected exactly one axis, got ", axes.size());
+    return argmax(x, axes[0], keepdim);
+  }
   const std::vector<int> ax = normalise_axes(x.shape(), axes, name);
   Tensor r = x;
   if (x.dim() == 0) {
@@ -184,8 +187,12 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& axes, bo
     for (int i = ax.back() + 1; i < x.dim(); ++i) merged.push_back(x.shape()[i]);
     r = reduce_axis(op, view(x, merged), ax.front());
   } else {
-    // Scattered axes: one axis at a time (exact for sum, max and equal-count means).
+    // Scattered axes: one axis at a time (exact for max and equal-count means). 16-bit inputs go through
+    // float32 so the partial results are not rounded to the storage type between passes.
+    const bool widen = x.dtype() == DType::f16 || x.dtype() == DType::bf16;
+    if (widen) r = cast(r, DType::f32);
     for (auto it = ax.rbegin(); it != ax.rend(); ++it) r = reduce_axis(op, r, *it);
+    if (widen) r = cast(r, x.dtype());
   }
   Shape out;
   for (int i = 0; i < x.dim(); ++i) {

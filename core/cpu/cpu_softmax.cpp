@@ -6,14 +6,22 @@
 namespace mixtape::cpu {
 
 namespace {
-/// max and log-sum-exp of one row.
+/// max and log(sum(exp(x - max))) of one row; x - max - log_sum is the log-softmax, computed in that order
+/// (x - max is exact near the maximum). The sum is 1 + (the other terms), so log_sum = log1p(others): accurate
+/// when one logit dominates and its log-probability is tiny.
 template <class T, class A>
-void row_stats(const T* x, int64_t cols, A& mx, A& lse) {
+void row_stats(const T* x, int64_t cols, A& mx, A& log_sum) {
+  int64_t arg = 0;
   mx = static_cast<A>(x[0]);
-  for (int64_t j = 1; j < cols; ++j) mx = std::max(mx, static_cast<A>(x[j]));
-  A s = 0;
-  for (int64_t j = 0; j < cols; ++j) s += std::exp(static_cast<A>(x[j]) - mx);
-  lse = mx + std::log(s);
+  for (int64_t j = 1; j < cols; ++j)
+    if (static_cast<A>(x[j]) > mx) {
+      mx = static_cast<A>(x[j]);
+      arg = j;
+    }
+  A others = 0;
+  for (int64_t j = 0; j < cols; ++j)
+    if (j != arg) others += std::exp(static_cast<A>(x[j]) - mx);
+  log_sum = std::log1p(others);
 }
 }  // namespace
 
@@ -25,10 +33,10 @@ void CpuBackend::softmax(const Tensor& x, const Tensor& out, bool log) {
     for (int64_t r = 0; r < rows; ++r) {
       const T* px = static_cast<const T*>(x.raw_data()) + r * cols;
       T* po = static_cast<T*>(out.raw_data()) + r * cols;
-      A mx, lse;
-      row_stats(px, cols, mx, lse);
+      A mx, log_sum;
+      row_stats(px, cols, mx, log_sum);
       for (int64_t j = 0; j < cols; ++j) {
-        const A z = static_cast<A>(px[j]) - lse;
+        const A z = (static_cast<A>(px[j]) - mx) - log_sum;
         po[j] = store<T>(log ? z : std::exp(z));
       }
     }
@@ -74,13 +82,14 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& labels, const
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t y = checked_label(pl, r, cols);
       const T* px = static_cast<const T*>(logits.raw_data()) + r * cols;
-      A mx, lse;
-      row_stats(px, cols, mx, lse);
-      A loss = (A(1) - eps) * (lse - static_cast<A>(px[y]));
+      A mx, log_sum;
+      row_stats(px, cols, mx, log_sum);
+      // -log p_y = log_sum - (x_y - max); the smoothing term is the mean of -log p_c
+      A loss = (A(1) - eps) * (log_sum - (static_cast<A>(px[y]) - mx));
       if (eps != A(0)) {
         A mean = 0;
-        for (int64_t j = 0; j < cols; ++j) mean += static_cast<A>(px[j]);
-        loss += eps * (lse - mean / static_cast<A>(cols));
+        for (int64_t j = 0; j < cols; ++j) mean += static_cast<A>(px[j]) - mx;
+        loss += eps * (log_sum - mean / static_cast<A>(cols));
       }
       po[r] = store<T>(loss);
     }
@@ -100,12 +109,12 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& labe
       const int64_t y = checked_label(pl, r, cols);
       const T* px = static_cast<const T*>(logits.raw_data()) + r * cols;
       T* po = static_cast<T*>(grad_logits.raw_data()) + r * cols;
-      A mx, lse;
-      row_stats(px, cols, mx, lse);
+      A mx, log_sum;
+      row_stats(px, cols, mx, log_sum);
       const A g = static_cast<A>(pg[r]);
       for (int64_t j = 0; j < cols; ++j) {
         const A target = (j == y ? A(1) - eps : A(0)) + uniform;
-        po[j] = store<T>(g * (std::exp(static_cast<A>(px[j]) - lse) - target));
+        po[j] = store<T>(g * (std::exp((static_cast<A>(px[j]) - mx) - log_sum) - target));
       }
     }
   });
