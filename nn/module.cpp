@@ -16,10 +16,20 @@ void Module::check_name(const std::string& name, const char* what) {
                 "' (names are non-empty and contain no '.')");
 }
 
+void Module::check_unique(const std::string& name, const char* what) const {
+  auto taken = [&](const auto& list) {
+    for (const auto& entry : list)
+      if (entry.first == name) return true;
+    return false;
+  };
+  MIXTAPE_CHECK(!taken(parameters_) && !taken(buffers_) && !taken(children_), what, ": '", name,
+                "' is already registered in this ", type_name());
+}
+
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   check_name(name, "register_parameter");
   MIXTAPE_CHECK(value.defined(), "register_parameter('", name, "'): undefined tensor");
-  for (const auto& [n, _] : parameters_) MIXTAPE_CHECK(n != name, "register_parameter: '", name, "' is already registered");
+  check_unique(name, "register_parameter");
   value.set_requires_grad(true);
   value.autograd_meta()->name = name;
   parameters_.emplace_back(name, value);
@@ -29,7 +39,7 @@ Tensor Module::register_parameter(const std::string& name, Tensor value) {
 Tensor Module::register_buffer(const std::string& name, Tensor value) {
   check_name(name, "register_buffer");
   MIXTAPE_CHECK(value.defined(), "register_buffer('", name, "'): undefined tensor");
-  for (const auto& [n, _] : buffers_) MIXTAPE_CHECK(n != name, "register_buffer: '", name, "' is already registered");
+  check_unique(name, "register_buffer");
   buffers_.emplace_back(name, value);
   return value;
 }
@@ -37,7 +47,7 @@ Tensor Module::register_buffer(const std::string& name, Tensor value) {
 void Module::add_child(const std::string& name, std::shared_ptr<Module> module) {
   check_name(name, "register_module");
   MIXTAPE_CHECK(module != nullptr, "register_module('", name, "'): null module");
-  for (const auto& [n, _] : children_) MIXTAPE_CHECK(n != name, "register_module: '", name, "' is already registered");
+  check_unique(name, "register_module");
   children_.emplace_back(name, std::move(module));
 }
 

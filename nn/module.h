@@ -70,6 +70,7 @@ class Module {
   void collect(const std::string& prefix, bool params, std::vector<std::pair<std::string, Tensor>>& out) const;
   void describe(std::string& out, const std::string& name, int indent) const;
   static void check_name(const std::string& name, const char* what);
+  void check_unique(const std::string& name, const char* what) const;
 
   std::vector<std::pair<std::string, Tensor>> parameters_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
