@@ -508,3 +508,56 @@ TEST_CASE("kernels::cast between f16, bf16 and f64 goes through exact values", "
       FAIL_CHECK("f16->bf16 of 0x" << std::hex << all[i].bits << ": 0x" << bp[i].bits);
   CHECK(bad == 0);
 }
+
+TEST_CASE("f64 -> f16/bf16 rounds the double once (no double rounding through float)", "[half][cast]") {
+  // Just above a half/bf16 tie by less than a float ulp: going through float first lands exactly on the
+  // tie and rounds to even (down); rounding the double directly rounds up.
+  const double tiny = std::ldexp(1.0, -40);
+  std::vector<double> values = {1.0 + std::ldexp(1.0, -11) + tiny, 1.0 + std::ldexp(1.0, -11) - tiny,
+                                1.0 + std::ldexp(1.0, -8) + tiny, -(1.0 + std::ldexp(1.0, -8) + tiny),
+                                65520.0 - std::ldexp(1.0, -20), std::ldexp(1.0, -25) + std::ldexp(1.0, -60)};
+  std::mt19937_64 rng(99);
+  std::uniform_int_distribution<int> e(-26, 16);
+  // midpoint between the two representable neighbours of m whose spacing is 2^spacing_exp
+  auto midpoint = [](double m, int spacing_exp) {
+    return (std::floor(std::ldexp(m, -spacing_exp)) + 0.5) * std::ldexp(1.0, spacing_exp);
+  };
+  for (int i = 0; i < 20000; ++i) {
+    const double m = std::ldexp(1.0 + static_cast<double>(rng() >> 11) * std::ldexp(1.0, -53), e(rng));
+    const int ex = std::ilogb(m);
+    const double mids[] = {midpoint(m, std::max(ex, -14) - 10),  // f16 tie (subnormal spacing 2^-24)
+                           midpoint(m, ex - 7)};                 // bf16 tie
+    for (double mid : mids) {
+      // perturbed below float resolution: through float it would become an exact tie
+      const double off = std::ldexp(mid, -40) * ((rng() & 1) ? 1 : -1);
+      values.push_back((rng() & 1 ? 1 : -1) * (mid + off));
+    }
+    values.push_back(m);
+  }
+  const Tensor d = from_vector(values, Shape{static_cast<int64_t>(values.size())});
+  REQUIRE(d.dtype() == DType::f64);
+  const Tensor h = kernels::cast(d, DType::f16);
+  const Tensor b = kernels::cast(d, DType::bf16);
+  const Half* hp = h.data<Half>();
+  const BFloat16* bp = b.data<BFloat16>();
+  int bad = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    const double a = std::fabs(values[i]);
+    const uint16_t sign = std::signbit(values[i]) ? 0x8000 : 0;
+    const uint16_t rh = sign | round_nearest_even(a, 0x7c00, 65536.0, half_value);
+    const uint16_t rb = sign | round_nearest_even(a, 0x7f80, std::ldexp(1.0, 128), bf16_value);
+    if ((hp[i].bits != rh || bp[i].bits != rb) && ++bad < 5)
+      FAIL_CHECK("f64 " << values[i] << ": f16 0x" << std::hex << hp[i].bits << " (ref 0x" << rh << "), bf16 0x" << bp[i].bits
+                        << " (ref 0x" << rb << ")");
+  }
+  CHECK(bad == 0);
+  CHECK(hp[0].bits == 0x3c01);
+  CHECK(hp[1].bits == 0x3c00);
+  CHECK(bp[2].bits == 0x3f81);
+  CHECK(bp[3].bits == 0xbf81);
+  CHECK(hp[4].bits == 0x7bff);
+  CHECK(hp[5].bits == 0x0001);
+  // full() takes a double and rounds it once too
+  CHECK(full(Shape{1}, values[0], DType::f16).data<Half>()[0].bits == 0x3c01);
+  CHECK(full(Shape{1}, values[2], DType::bf16).data<BFloat16>()[0].bits == 0x3f81);
+}
