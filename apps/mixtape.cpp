@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "apps/train_command.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "core/error.h"
@@ -295,6 +296,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
 
+  mixtape::app::TrainConfig train_config;
+  bool train_json = false;
+  mixtape::app::add_train_command(app, train_config, train_json);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -304,6 +309,7 @@ int main(int argc, char** argv) {
   try {
     if (app.got_subcommand("info")) return run_info();
     if (app.got_subcommand("demo")) return run_demo(demo);
+    if (app.got_subcommand("train")) return mixtape::app::run_train_command(train_config, train_json);
   } catch (const mixtape::Error& e) {
     std::cerr << "mixtape: error: " << e.what() << "\n";
     return 1;

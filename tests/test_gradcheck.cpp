@@ -605,7 +605,7 @@ TEST_CASE("gradcheck: composite graphs", "[gradcheck]") {
 // the tape
 // ------------------------------------------------------------------------------------------------
 
-TEST_CASE("tape: gradients accumulate across backward calls; zero_grad clears", "[gradcheck]") {
+TEST_CASE("tape: gradients accumulate across backward calls, zero_grad clears", "[gradcheck]") {
   clear_tape();
   Tensor x = leaf({1.0, -2.0, 0.5}, Shape{3});
   backward(sum(x * 3.0));

@@ -173,7 +173,7 @@ TEST_CASE("f16: the Half struct stores and converts like the scalar functions", 
   CHECK(static_cast<float>(BFloat16::from_bits(0xc040)) == -3.0f);
 }
 
-TEST_CASE("f16: every tie between consecutive halves rounds to even; neighbours round to nearest", "[half][f16]") {
+TEST_CASE("f16: every tie between consecutive halves rounds to even, neighbours round to nearest", "[half][f16]") {
   int failures = 0;
   for (uint32_t p = 0; p < 0x7c00; ++p) {  // pairs (p, p+1); p+1 == 0x7c00 is the overflow boundary
     const double lo = half_value(static_cast<uint16_t>(p));
@@ -328,7 +328,7 @@ TEST_CASE("bf16: all 65536 bit patterns decode exactly and round-trip through fl
   CHECK(failures == 0);
 }
 
-TEST_CASE("bf16: every tie rounds to even; neighbours round to nearest", "[half][bf16]") {
+TEST_CASE("bf16: every tie rounds to even, neighbours round to nearest", "[half][bf16]") {
   int failures = 0;
   for (uint32_t p = 0; p < 0x7f80; ++p) {
     const double lo = bf16_value(static_cast<uint16_t>(p));

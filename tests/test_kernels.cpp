@@ -235,7 +235,7 @@ TEST_CASE("unary ops match float64 references in every float dtype", "[kernels][
   CHECK(vals(kernels::unary(UnaryOp::exp, make({12.0}, Shape{1}, DType::f16)))[0] == std::numeric_limits<double>::infinity());
 }
 
-TEST_CASE("comparisons return u8 0/1 with broadcasting; where selects", "[kernels][compare]") {
+TEST_CASE("comparisons return u8 0/1 with broadcasting, where selects", "[kernels][compare]") {
   std::mt19937 rng(3);
   std::uniform_int_distribution<int> small(0, 2);  // many ties
   for (DType dt : kFloatTypes) {
@@ -784,7 +784,7 @@ TEST_CASE("sum_to un-broadcasts by summing", "[kernels][broadcast]") {
   }
 }
 
-TEST_CASE("view shares storage; cast to the same dtype returns the input", "[kernels][view]") {
+TEST_CASE("view shares storage, cast to the same dtype returns the input", "[kernels][view]") {
   const Tensor x = arange(int64_t{6});
   const Tensor v = kernels::view(x, Shape{3, -1});
   CHECK(v.shape() == Shape{3, 2});

@@ -222,7 +222,7 @@ TEST_CASE("Sequential and Flatten compose like the hand-written model", "[nn]") 
   CHECK(y == ref);
 }
 
-TEST_CASE("Module::to(cpu) keeps handles; an unavailable device is a clear error", "[nn]") {
+TEST_CASE("Module::to(cpu) keeps handles, an unavailable device is a clear error", "[nn]") {
   TwoLayer net;
   const Tensor w = net.fc1->weight;
   net.to(Device::cpu());

@@ -195,7 +195,7 @@ TEST_CASE("from_vector and to_vector", "[tensor][factory]") {
   CHECK(s.item() == 4.0);
 }
 
-TEST_CASE("rand: uniform in [low, high) with the right moments", "[tensor][random]") {
+TEST_CASE("rand: uniform in low..high (high excluded) with the right moments", "[tensor][random]") {
   const int64_t n = 200000;
   Generator gen(123);
   const std::vector<double> v = rand(Shape{n}, DType::f32, Device::cpu(), &gen).to_vector<double>();
@@ -218,7 +218,7 @@ TEST_CASE("rand: uniform in [low, high) with the right moments", "[tensor][rando
   CHECK(std::abs(moments(w).mean - 0.5) < 6.0 * 5.0 * std::sqrt(1.0 / 12.0 / n));
 }
 
-TEST_CASE("rand in f16 and bf16 stays in [0, 1) after rounding", "[tensor][random]") {
+TEST_CASE("rand in f16 and bf16 stays below 1 after rounding", "[tensor][random]") {
   // The largest floats below 1 round to 1.0 in f16/bf16; a uniform draw must still exclude 1.
   for (DType dt : {DType::f16, DType::bf16}) {
     INFO("dtype " << dtype_name(dt));
@@ -335,7 +335,7 @@ TEST_CASE("reshape is a view sharing storage", "[tensor][view]") {
   CHECK_THROWS_AS(t.reshape(Shape{2, 2, 2}), Error);
 }
 
-TEST_CASE("to(dtype) converts and rounds; to(cpu) returns the same tensor", "[tensor][convert]") {
+TEST_CASE("to(dtype) converts and rounds, to(cpu) returns the same tensor", "[tensor][convert]") {
   const Tensor x = from_vector(std::vector<float>{1.0f, 0.1f, 65520.0f, -3.0e-8f, 1.0f + 1.0f / 2048.0f}, Shape{5});
   const Tensor h = x.to(DType::f16);
   CHECK(h.dtype() == DType::f16);

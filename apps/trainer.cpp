@@ -1,0 +1,232 @@
+#include "apps/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include "apps/checkpoint.h"
+#include "apps/models.h"
+#include "autograd/ops.h"
+#include "core/backend.h"
+#include "core/kernels.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "optim/optimizer.h"
+
+namespace mixtape::app {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+Device resolve_device(const std::string& name) {
+  if (name == "auto") return device_available(Device::cuda(0)) ? Device::cuda(0) : Device::cpu();
+  const Device d = Device::parse(name);
+  backend_for(d);  // throws a clear error when the device is unavailable
+  return d;
+}
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, const std::vector<Tensor>& params) {
+  if (c.optimizer == "sgd")
+    return std::make_unique<optim::SGD>(params, optim::SGDOptions{.lr = c.lr, .momentum = c.momentum,
+                                                                  .weight_decay = std::max(c.weight_decay, 0.0)});
+  if (c.optimizer == "adam")
+    return std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = c.lr, .weight_decay = std::max(c.weight_decay, 0.0)});
+  if (c.optimizer == "adamw")
+    return std::make_unique<optim::AdamW>(
+        params, optim::AdamWOptions{.lr = c.lr, .weight_decay = c.weight_decay < 0 ? 1e-2 : c.weight_decay});
+  throw Error(detail::cat("unknown optimizer '", c.optimizer, "': expected sgd, adam or adamw"));
+}
+
+/// Fraction of correctly classified samples, in batches, without recording.
+double evaluate(nn::Module& model, const data::Dataset& ds, Device device) {
+  NoGradGuard no_grad;
+  model.eval();
+  data::DataLoader loader(ds, {.batch_size = 1000, .shuffle = false, .prefetch = false});
+  double correct = 0;
+  for (auto [x, y] : loader) {
+    const Tensor yd = y.to(device);
+    const Tensor pred = kernels::argmax(model.forward(x.to(device)), -1, false);
+    const Tensor hits = kernels::cast(kernels::binary(BinaryOp::eq, pred, yd), DType::f32);
+    correct += kernels::reduce(ReduceOp::sum, hits, {}, false).item();
+  }
+  model.train();
+  return ds.size() ? correct / static_cast<double>(ds.size()) : 0.0;
+}
+
+/// Progress on stderr: a live bar on a terminal, a line every few seconds otherwise.
+class Progress {
+ public:
+  Progress(std::ostream& out, bool enabled, int64_t total_steps)
+      : out_(out), enabled_(enabled), tty_(enabled && ::isatty(2)), total_(total_steps), t0_(Clock::now()) {}
+
+  void update(int64_t epoch, int64_t epochs, int64_t step, double loss, double samples_per_s) {
+    if (!enabled_) return;
+    const double elapsed = seconds_since(t0_);
+    if (!tty_ && elapsed - last_ < 5.0 && step != total_) return;
+    if (tty_ && elapsed - last_ < 0.1 && step != total_) return;
+    last_ = elapsed;
+    const double frac = total_ ? static_cast<double>(step) / static_cast<double>(total_) : 1.0;
+    const double eta = frac > 0 ? elapsed * (1.0 - frac) / frac : 0.0;
+    std::ostringstream line;
+    line << std::fixed << "epoch " << epoch + 1 << "/" << epochs << " step " << step << "/" << total_
+         << std::setprecision(4) << " loss " << loss << std::setprecision(0) << " " << samples_per_s << " samples/s ETA "
+         << static_cast<int64_t>(eta) << "s";
+    if (tty_) {
+      constexpr int kWidth = 24;
+      const int filled = static_cast<int>(frac * kWidth);
+      out_ << "\r[" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(kWidth - filled), '.')
+           << "] " << line.str() << "\033[K" << std::flush;
+    } else {
+      out_ << line.str() << "\n" << std::flush;
+    }
+  }
+
+  /// Ends the live line before other output.
+  void finish_line() {
+    if (tty_) out_ << "\r\033[K" << std::flush;
+  }
+
+ private:
+  std::ostream& out_;
+  bool enabled_, tty_;
+  int64_t total_;
+  Clock::time_point t0_;
+  double last_ = -1e9;
+};
+
+}  // namespace
+
+nlohmann::json to_json(const TrainConfig& c) {
+  return {{"model", c.model},   {"device", c.device},         {"epochs", c.epochs}, {"batch", c.batch},
+          {"lr", c.lr},         {"optimizer", c.optimizer},   {"momentum", c.momentum},
+          {"weight_decay", c.weight_decay}, {"seed", c.seed}, {"limit", c.limit},   {"test_limit", c.test_limit}};
+}
+
+nlohmann::json to_json(const TrainResult& r) {
+  return {{"model", r.model},
+          {"precision", r.precision},
+          {"device", r.device},
+          {"epochs", r.epochs},
+          {"batch", r.batch},
+          {"steps", r.steps},
+          {"samples", r.samples},
+          {"samples_per_s", r.samples_per_s},
+          {"train_seconds", r.train_seconds},
+          {"final_loss", r.final_loss},
+          {"test_acc", r.test_acc},
+          {"peak_mem_bytes", r.peak_mem_bytes}};
+}
+
+TrainResult train(const TrainConfig& c, std::ostream& log) {
+  MIXTAPE_CHECK(c.epochs >= 1, "--epochs must be at least 1, got ", c.epochs);
+  MIXTAPE_CHECK(c.batch >= 1, "--batch must be at least 1, got ", c.batch);
+  MIXTAPE_CHECK(std::isfinite(c.lr) && c.lr > 0, "--lr must be a positive number, got ", c.lr);
+  MIXTAPE_CHECK(c.limit == -1 || c.limit >= 1, "--limit must be at least 1, got ", c.limit);
+  const Device device = resolve_device(c.device);
+
+  // Model and optimizer first (cheap, and they validate --model/--optimizer), then the data.
+  manual_seed(c.seed);
+  std::shared_ptr<nn::Module> model = make_model(c.model);
+  model->to(device);
+  std::unique_ptr<optim::Optimizer> opt = make_optimizer(c, model->parameters());
+  const std::string dir = c.data_dir.empty() ? data::default_fashion_mnist_dir() : c.data_dir;
+  const data::Dataset train_set = data::load_fashion_mnist(dir, true, c.limit);
+  const data::Dataset test_set = data::load_fashion_mnist(dir, false, c.test_limit);
+
+  RunState state;
+  state.config = to_json(c);
+  if (!c.resume_path.empty()) {
+    const Checkpoint ck = read_checkpoint(c.resume_path);
+    const RunState& saved = ck.state;
+    for (const char* key : {"model", "optimizer", "batch", "seed", "limit"})
+      MIXTAPE_CHECK(!saved.config.contains(key) || saved.config[key] == state.config[key], "--resume ", c.resume_path,
+                    ": the checkpoint was made with ", key, "=", saved.config[key].dump(), " but this run has ", key, "=",
+                    state.config[key].dump(), "; resuming exactly needs the same value");
+    MIXTAPE_CHECK(saved.epoch < c.epochs, "--resume ", c.resume_path, ": the checkpoint has already completed ",
+                  saved.epoch, " epoch(s); ask for more with --epochs N (N > ", saved.epoch, ")");
+    apply_checkpoint(ck, *model, *opt);
+    state.epoch = saved.epoch;
+    state.step = saved.step;
+    default_generator().set_state(saved.rng_seed, saved.rng_offset);
+    log << "resumed from " << c.resume_path << " at epoch " << saved.epoch << ", step " << saved.step << "\n";
+  }
+
+  std::ofstream csv;
+  if (!c.log_path.empty()) {
+    csv.open(c.log_path, c.resume_path.empty() ? std::ios::trunc : std::ios::app);
+    MIXTAPE_CHECK(csv.good(), "--log: cannot write '", c.log_path, "'");
+    if (c.resume_path.empty()) csv << "step,epoch,loss,lr\n";
+  }
+
+  data::DataLoader loader(train_set, {.batch_size = c.batch, .shuffle = true, .drop_last = false, .seed = c.seed});
+  const int64_t steps_per_epoch = loader.num_batches();
+  Progress progress(log, c.progress, steps_per_epoch * (c.epochs - state.epoch));
+
+  TrainResult r;
+  r.model = c.model;
+  r.device = device.to_string();
+  r.batch = c.batch;
+  reset_peak_memory(device);
+  double train_seconds = 0;
+  int64_t run_steps = 0, run_samples = 0;
+  double loss_value = NAN;
+  for (int64_t epoch = state.epoch; epoch < c.epochs; ++epoch) {
+    loader.set_epoch(epoch);
+    model->train();
+    const auto t0 = Clock::now();
+    double epoch_loss = 0;
+    int64_t epoch_steps = 0;
+    for (auto [x, y] : loader) {
+      const Tensor xd = x.to(device), yd = y.to(device);
+      const Tensor loss = cross_entropy(model->forward(xd), yd);
+      opt->zero_grad();
+      backward(loss);
+      opt->step();
+      loss_value = loss.item();
+      MIXTAPE_CHECK(std::isfinite(loss_value), "the loss became ", loss_value, " at step ", state.step + 1, " (epoch ",
+                    epoch + 1, "); the learning rate (", c.lr, ") may be too high");
+      ++state.step;
+      ++run_steps;
+      ++epoch_steps;
+      run_samples += x.size(0);
+      epoch_loss += loss_value;
+      if (csv.is_open()) csv << state.step << "," << epoch + 1 << "," << loss_value << "," << opt->lr() << "\n";
+      progress.update(epoch, c.epochs, run_steps, loss_value,
+                      static_cast<double>(run_samples) / (train_seconds + seconds_since(t0)));
+    }
+    train_seconds += seconds_since(t0);
+    state.epoch = epoch + 1;
+    r.test_acc = evaluate(*model, test_set, device);
+    progress.finish_line();
+    log << std::fixed << std::setprecision(4) << "epoch " << epoch + 1 << "/" << c.epochs << ": mean loss "
+        << epoch_loss / static_cast<double>(std::max<int64_t>(epoch_steps, 1)) << ", test accuracy "
+        << std::setprecision(2) << 100.0 * r.test_acc << "%, " << std::setprecision(0)
+        << static_cast<double>(run_samples) / train_seconds << " samples/s\n" << std::flush;
+    if (!c.save_path.empty()) {
+      state.rng_seed = default_generator().seed();
+      state.rng_offset = default_generator().offset();
+      save_checkpoint(c.save_path, *model, *opt, state);
+    }
+  }
+  if (csv.is_open()) csv.flush();
+  r.epochs = state.epoch;
+  r.steps = state.step;
+  r.samples = run_samples;
+  r.train_seconds = train_seconds;
+  r.samples_per_s = train_seconds > 0 ? static_cast<double>(run_samples) / train_seconds : 0;
+  r.final_loss = loss_value;
+  r.peak_mem_bytes = memory_stats(device).peak_bytes;
+  return r;
+}
+
+}  // namespace mixtape::app

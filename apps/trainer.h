@@ -1,0 +1,48 @@
+#pragma once
+// The training run behind `mixtape train`: data, model, optimizer, loop, evaluation, logs and checkpoints.
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace mixtape::app {
+
+/// Everything that defines a run (the CLI flags).
+struct TrainConfig {
+  std::string model = "mlp";
+  std::string device = "cpu";   ///< cpu, cuda, cuda:N or auto
+  int64_t epochs = 1;           ///< total epochs (a resumed run continues up to this many)
+  int64_t batch = 128;
+  double lr = 1e-3;
+  std::string optimizer = "adam";  ///< sgd, adam, adamw
+  double momentum = 0.9;           ///< sgd only
+  double weight_decay = -1.0;      ///< negative: the optimizer's default (0; AdamW 0.01)
+  uint64_t seed = 0;
+  std::string data_dir;           ///< empty: the Debian dataset-fashion-mnist location
+  int64_t limit = -1;             ///< training samples used (-1: all)
+  int64_t test_limit = -1;        ///< test samples used (-1: all)
+  std::string log_path;           ///< per-step CSV: step,epoch,loss,lr
+  std::string save_path;          ///< checkpoint written after every epoch
+  std::string resume_path;        ///< checkpoint to continue from
+  bool progress = true;           ///< progress on stderr
+};
+
+/// What a run measured (the --json fields).
+struct TrainResult {
+  std::string model, precision = "fp32", device;
+  int64_t epochs = 0, batch = 0, steps = 0, samples = 0;
+  double samples_per_s = 0, train_seconds = 0, final_loss = 0, test_acc = 0;
+  int64_t peak_mem_bytes = 0;
+};
+
+/// Runs training as configured; progress and per-epoch lines go to `log` (stderr in the CLI).
+TrainResult train(const TrainConfig& config, std::ostream& log);
+
+/// The result as one JSON object.
+nlohmann::json to_json(const TrainResult& result);
+
+/// The config as JSON (stored in checkpoints).
+nlohmann::json to_json(const TrainConfig& config);
+
+}  // namespace mixtape::app
