@@ -6,13 +6,18 @@ namespace mixtape::autograd {
 
 namespace {
 std::atomic<AutocastHook> g_hook{nullptr};
-}
+thread_local int t_paused = 0;
+}  // namespace
 
 void set_autocast_hook(AutocastHook hook) { g_hook.store(hook); }
 
 void autocast_inputs(OpKind kind, std::span<Tensor> inputs) {
+  if (t_paused) return;
   if (AutocastHook hook = g_hook.load(std::memory_order_relaxed)) hook(kind, inputs);
 }
+
+AutocastPause::AutocastPause() { ++t_paused; }
+AutocastPause::~AutocastPause() { --t_paused; }
 
 
 }  // namespace mixtape::autograd
@@ -23,7 +28,7 @@ const char* op_kind_name(OpKind kind) {
   static const char* names[] = {"add",     "sub",  "mul",  "div",     "neg",     "exp",     "log",
                                 "sqrt",    "rsqrt", "pow", "tanh",    "sigmoid", "relu",    "gelu",
                                 "abs",     "maximum", "minimum", "where", "sum", "mean", "max",
-                                "matmul",  "linear", "softmax", "log_softmax", "cross_entropy", "cast", "reshape"};
+                                "matmul",  "linear", "softmax", "log_softmax", "cross_entropy", "layer_norm", "mse_loss", "cast", "reshape"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(OpKind::count_), "op_kind_name table");
   return kind < OpKind::count_ ? names[static_cast<int>(kind)] : "?";
 }

@@ -14,7 +14,17 @@ using AutocastHook = void (*)(OpKind kind, std::span<Tensor> inputs);
 
 /// Installs the hook (amp does this); nullptr removes it.
 void set_autocast_hook(AutocastHook hook);
-/// Applies the installed hook, if any.
+/// Applies the installed hook, if any (not while an AutocastPause is alive on this thread).
 void autocast_inputs(OpKind kind, std::span<Tensor> inputs);
+
+/// RAII: inside a composite op whose inputs were already cast at its boundary, the ops it is built from run
+/// on those inputs as they are (no further casts).
+class AutocastPause {
+ public:
+  AutocastPause();
+  ~AutocastPause();
+  AutocastPause(const AutocastPause&) = delete;
+  AutocastPause& operator=(const AutocastPause&) = delete;
+};
 
 }  // namespace mixtape::autograd

@@ -6,7 +6,7 @@ namespace mixtape {
 /// Every differentiable op, as known to the tape and to the AMP policy table (amp/policy).
 enum class OpKind : uint8_t {
   add, sub, mul, div, neg, exp, log, sqrt, rsqrt, pow, tanh, sigmoid, relu, gelu, abs, maximum, minimum,
-  where, sum, mean, max, matmul, linear, softmax, log_softmax, cross_entropy, cast, reshape,
+  where, sum, mean, max, matmul, linear, softmax, log_softmax, cross_entropy, layer_norm, mse_loss, cast, reshape,
   count_  ///< number of kinds (not an op)
 };
 

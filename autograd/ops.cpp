@@ -310,6 +310,39 @@ Tensor cross_entropy(const Tensor& logits_in, const Tensor& labels, Reduction re
   });
 }
 
+Tensor layer_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, double eps) {
+  auto [x, weight, bias] = prepare(OpKind::layer_norm, x_in, w_in, b_in);
+  autograd::AutocastPause composite;  // the pieces run in the dtype chosen at this boundary
+  MIXTAPE_CHECK(x.defined() && x.dim() >= 1, "layer_norm: expected at least 1 dimension");
+  const int64_t d = x.size(-1);
+  if (weight.defined())
+    MIXTAPE_CHECK(weight.shape() == Shape{d}, "layer_norm: weight ", weight.shape().to_string(), " does not match (", d, ",)");
+  if (bias.defined())
+    MIXTAPE_CHECK(bias.shape() == Shape{d}, "layer_norm: bias ", bias.shape().to_string(), " does not match (", d, ",)");
+  const Tensor mu = mean(x, {-1}, true);
+  const Tensor xc = x - mu;
+  const Tensor var = mean(xc * xc, {-1}, true);
+  Tensor y = xc * rsqrt(var + eps);
+  if (weight.defined()) y = y * weight;
+  if (bias.defined()) y = y + bias;
+  return y;
+}
+
+Tensor mse_loss(const Tensor& a_in, const Tensor& b_in, Reduction reduction) {
+  auto [a, b] = prepare(OpKind::mse_loss, a_in, b_in);
+  autograd::AutocastPause composite;
+  MIXTAPE_CHECK(a.shape() == b.shape(), "mse_loss: input ", a.shape().to_string(), " and target ", b.shape().to_string(),
+                " differ in shape");
+  const Tensor d = a - b;
+  const Tensor sq = d * d;
+  switch (reduction) {
+    case Reduction::none: return sq;
+    case Reduction::sum: return sum(sq);
+    case Reduction::mean: return mean(sq);
+  }
+  return sq;
+}
+
 // ---- shape and dtype ----
 
 Tensor cast(const Tensor& x, DType dtype) {

@@ -70,6 +70,12 @@ enum class Reduction : uint8_t { none, mean, sum };
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, Reduction reduction = Reduction::mean,
                      double label_smoothing = 0.0);
 
+/// Layer normalisation over the last dimension: (x - mean) / sqrt(var + eps) * weight + bias (weight and bias
+/// optional). One op for autocast (float32, like PyTorch), built from the ops above.
+Tensor layer_norm(const Tensor& x, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), double eps = 1e-5);
+/// Mean (or sum, or none) of (a - b)^2; one op for autocast (float32, like PyTorch).
+Tensor mse_loss(const Tensor& a, const Tensor& b, Reduction reduction = Reduction::mean);
+
 // ---- shape and dtype ----
 /// Differentiable cast.
 Tensor cast(const Tensor& x, DType dtype);

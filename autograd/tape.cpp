@@ -25,6 +25,7 @@ struct Tape {
 
 thread_local bool t_grad_enabled = true;
 thread_local Tape t_tape;
+thread_local uint64_t t_generation = 0;
 
 /// Adds g into an accumulated gradient (fresh tensor, so callers' tensors are never aliased).
 Tensor accumulate(const Tensor& acc, const Tensor& g) {
@@ -41,7 +42,11 @@ struct TapeClearer {
 
 bool grad_enabled() { return t_grad_enabled; }
 void set_grad_enabled(bool on) { t_grad_enabled = on; }
-void clear_tape() { t_tape.nodes.clear(); }
+void clear_tape() {
+  t_tape.nodes.clear();
+  ++t_generation;
+}
+uint64_t tape_generation() { return t_generation; }
 size_t tape_size() { return t_tape.nodes.size(); }
 
 void zero_grad(std::span<const Tensor> tensors) {

@@ -39,6 +39,9 @@ void zero_grad(std::span<const Tensor> tensors);
 void clear_tape();
 /// Number of nodes on this thread's tape.
 size_t tape_size();
+/// Counts clears of this thread's tape: a recorded tensor from an older generation has no node any more
+/// (caches of recorded tensors, like amp's cast cache, check it).
+uint64_t tape_generation();
 
 namespace autograd {
 

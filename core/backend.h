@@ -2,6 +2,7 @@
 // The kernel interface one backend implements (CPU in core/cpu, CUDA in cuda/), grouped by family.
 // Callers (core/kernels.cpp) allocate outputs and validate arguments; a backend only computes.
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -101,6 +102,11 @@ class Backend {
   /// Adam/AdamW step updating param, exp_avg and exp_avg_sq in place.
   virtual void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                            const AdamUpdate& u) = 0;
+
+  // AMP
+  /// One pass over every gradient (all of one dtype): multiplies each element by inv_scale in place and returns
+  /// whether any element (before scaling) was inf or NaN. Grads with non-finite values are still scaled.
+  virtual bool unscale_and_check(const std::vector<Tensor>& grads, double inv_scale) = 0;
 };
 
 /// The backend of a device; throws mixtape::Error naming the device when it is not available.

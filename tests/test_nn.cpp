@@ -148,7 +148,7 @@ TEST_CASE("gradcheck: linear with 1-D, 2-D and 3-D inputs, with and without bias
 
 TEST_CASE("layer_norm matches float64 math and passes gradcheck", "[nn][gradcheck]") {
   const Tensor x = f64_leaf({3, 6}, 21, -2, 2), w = f64_leaf({6}, 22), b = f64_leaf({6}, 23);
-  const auto y = nn::layer_norm(x, w, b, 1e-5).to_vector<double>();
+  const auto y = layer_norm(x, w, b, 1e-5).to_vector<double>();
   const auto xv = x.to_vector<double>(), wv = w.to_vector<double>(), bv = b.to_vector<double>();
   for (int r = 0; r < 3; ++r) {
     double mu = 0, var = 0;
@@ -159,7 +159,7 @@ TEST_CASE("layer_norm matches float64 math and passes gradcheck", "[nn][gradchec
       REQUIRE(y[i] == Approx((xv[i] - mu) / std::sqrt(var + 1e-5) * wv[static_cast<size_t>(j)] + bv[static_cast<size_t>(j)]).margin(1e-12));
     }
   }
-  require_gradcheck([](const std::vector<Tensor>& t) { return nn::layer_norm(t[0], t[1], t[2]); }, {x, w, b});
+  require_gradcheck([](const std::vector<Tensor>& t) { return layer_norm(t[0], t[1], t[2]); }, {x, w, b});
   nn::LayerNorm ln(6);
   CHECK(ln.weight.to_vector<float>() == std::vector<float>(6, 1.0f));
   CHECK(ln.bias.to_vector<float>() == std::vector<float>(6, 0.0f));
@@ -172,8 +172,8 @@ TEST_CASE("mse_loss and CrossEntropyLoss match their definitions", "[nn][gradche
   for (size_t i = 0; i < av.size(); ++i) ref += (av[i] - bv[i]) * (av[i] - bv[i]);
   CHECK(nn::MSELoss()(a, b).item() == Approx(ref / 12).margin(1e-14));
   CHECK(nn::MSELoss(Reduction::sum)(a, b).item() == Approx(ref).margin(1e-14));
-  require_gradcheck([](const std::vector<Tensor>& t) { return nn::mse_loss(t[0], t[1]); }, {a, b});
-  CHECK_THROWS_WITH(nn::mse_loss(a, zeros(Shape{3, 4}, DType::f64)), Contains("mse_loss"));
+  require_gradcheck([](const std::vector<Tensor>& t) { return mse_loss(t[0], t[1]); }, {a, b});
+  CHECK_THROWS_WITH(mse_loss(a, zeros(Shape{3, 4}, DType::f64)), Contains("mse_loss"));
 
   const Tensor logits = f64_leaf({3, 5}, 33), labels = from_vector<int64_t>({0, 4, 2}, Shape{3});
   CHECK(nn::CrossEntropyLoss(Reduction::mean, 0.1)(logits, labels).item() ==

@@ -37,6 +37,7 @@ class CpuBackend final : public Backend {
   void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& momentum_buf, const SgdUpdate& u) override;
   void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                    const AdamUpdate& u) override;
+  bool unscale_and_check(const std::vector<Tensor>& grads, double inv_scale) override;
 
  private:
   CpuAllocator allocator_;

@@ -64,4 +64,24 @@ void CpuBackend::adam_update(const Tensor& param, const Tensor& grad, const Tens
   });
 }
 
+bool CpuBackend::unscale_and_check(const std::vector<Tensor>& grads, double inv_scale) {
+  bool found_inf = false;
+  for (const Tensor& grad : grads) {
+    dispatch_floating(grad.dtype(), "unscale_and_check", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      using A = acc_t<T>;
+      T* g = static_cast<T*>(grad.raw_data());
+      const A inv = static_cast<A>(inv_scale);
+      bool bad = false;
+      for (int64_t i = 0, n = grad.numel(); i < n; ++i) {
+        const A v = static_cast<A>(g[i]);
+        bad |= !(v - v == A(0));  // inf - inf and NaN - NaN are NaN
+        g[i] = store<T>(v * inv);
+      }
+      found_inf |= bad;
+    });
+  }
+  return found_inf;
+}
+
 }  // namespace mixtape::cpu
