@@ -1,0 +1,196 @@
+// Autocast: the output dtype of every op under f16 and bf16 autocast agrees with PyTorch's CUDA autocast lists,
+// guards nest and disable, state is per thread, parameter casts are cached per version and step, gradients of
+// float32 masters are float32.
+#include <catch2/catch.hpp>
+
+#include <thread>
+
+#include "amp/autocast.h"
+#include "amp/policy.h"
+#include "autograd/ops.h"
+#include "nn/layers.h"
+
+using namespace mixtape;
+using Catch::Matchers::Contains;
+
+namespace {
+
+// Expected output dtype of each op on float32 inputs under autocast(lower), transcribed from PyTorch's CUDA autocast
+// lists (aten/src/ATen/autocast_mode.cpp: lower_precision_fp, fp32, fp32_set_opt_dtype, promote; ops in no list run
+// in their input dtype, and binary ops follow PyTorch's type promotion).
+enum class Want { lower, f32, input };
+
+struct Case {
+  const char* name;
+  Want want;
+  std::function<Tensor(const Tensor& a, const Tensor& b)> run;  // a (4, 4) in [0.5, 1.5], b (4, 4)
+};
+
+std::vector<Case> cases() {
+  const Tensor labels = from_vector<int64_t>({0, 1, 2, 3}, Shape{4});
+  return {
+      {"matmul", Want::lower, [](const Tensor& a, const Tensor& b) { return matmul(a, b); }},
+      {"linear", Want::lower, [](const Tensor& a, const Tensor& b) { return linear(a, b, Tensor()); }},
+      {"exp", Want::f32, [](const Tensor& a, const Tensor&) { return exp(a); }},
+      {"log", Want::f32, [](const Tensor& a, const Tensor&) { return log(a); }},
+      {"pow", Want::f32, [](const Tensor& a, const Tensor& b) { return pow(a, b); }},
+      {"rsqrt", Want::f32, [](const Tensor& a, const Tensor&) { return rsqrt(a); }},
+      {"softmax", Want::f32, [](const Tensor& a, const Tensor&) { return softmax(a); }},
+      {"log_softmax", Want::f32, [](const Tensor& a, const Tensor&) { return log_softmax(a); }},
+      {"cross_entropy", Want::f32, [labels](const Tensor& a, const Tensor&) { return cross_entropy(a, labels); }},
+      {"sum", Want::f32, [](const Tensor& a, const Tensor&) { return sum(a); }},
+      {"layer_norm", Want::f32, [](const Tensor& a, const Tensor&) { return layer_norm(a); }},
+      {"mse_loss", Want::f32, [](const Tensor& a, const Tensor& b) { return mse_loss(a, b); }},
+      {"add", Want::input, [](const Tensor& a, const Tensor& b) { return add(a, b); }},
+      {"sub", Want::input, [](const Tensor& a, const Tensor& b) { return sub(a, b); }},
+      {"mul", Want::input, [](const Tensor& a, const Tensor& b) { return mul(a, b); }},
+      {"div", Want::input, [](const Tensor& a, const Tensor& b) { return div(a, b); }},
+      {"maximum", Want::input, [](const Tensor& a, const Tensor& b) { return maximum(a, b); }},
+      {"minimum", Want::input, [](const Tensor& a, const Tensor& b) { return minimum(a, b); }},
+      {"where", Want::input, [](const Tensor& a, const Tensor& b) { return where(gt(a, b), a, b); }},
+      {"neg", Want::input, [](const Tensor& a, const Tensor&) { return neg(a); }},
+      {"sqrt", Want::input, [](const Tensor& a, const Tensor&) { return sqrt(a); }},
+      {"tanh", Want::input, [](const Tensor& a, const Tensor&) { return tanh(a); }},
+      {"sigmoid", Want::input, [](const Tensor& a, const Tensor&) { return sigmoid(a); }},
+      {"relu", Want::input, [](const Tensor& a, const Tensor&) { return relu(a); }},
+      {"gelu", Want::input, [](const Tensor& a, const Tensor&) { return gelu(a); }},
+      {"abs", Want::input, [](const Tensor& a, const Tensor&) { return abs(a); }},
+      {"mean", Want::input, [](const Tensor& a, const Tensor&) { return mean(a); }},
+      {"max", Want::input, [](const Tensor& a, const Tensor&) { return max(a); }},
+      {"reshape", Want::input, [](const Tensor& a, const Tensor&) { return reshape(a, Shape{16}); }},
+  };
+}
+
+Tensor inputs(uint64_t seed, DType dtype = DType::f32) {
+  Generator g(seed);
+  return rand(Shape{4, 4}, dtype, Device::cpu(), &g, 0.5, 1.5);
+}
+
+}  // namespace
+
+TEST_CASE("every op's output dtype under autocast agrees with PyTorch's CUDA autocast lists", "[amp][autocast]") {
+  const auto all = cases();
+  REQUIRE(all.size() == static_cast<size_t>(OpKind::count_) - 1);  // every op kind except the explicit cast
+  for (DType lower : {DType::f16, DType::bf16}) {
+    for (DType in : {DType::f32, lower}) {
+      for (const Case& c : all) {
+        INFO(c.name << " under autocast " << dtype_name(lower) << " on " << dtype_name(in) << " inputs");
+        Tensor y;
+        {
+          amp::Autocast ac(Device::cpu(), lower);
+          y = c.run(inputs(1, in), inputs(2, in));
+        }
+        const DType want = c.want == Want::lower ? lower : c.want == Want::f32 ? DType::f32 : in;
+        CHECK(dtype_name(y.dtype()) == std::string(dtype_name(want)));
+      }
+    }
+  }
+}
+
+TEST_CASE("promote ops run mixed inputs in the widest dtype", "[amp][autocast]") {
+  amp::Autocast ac(Device::cpu(), DType::f16);
+  CHECK((inputs(1, DType::f16) + inputs(2)).dtype() == DType::f32);
+  CHECK((inputs(1, DType::f16) * inputs(2, DType::bf16)).dtype() == DType::f32);  // f16 with bf16 -> f32, as PyTorch
+  CHECK(where(gt(inputs(1), inputs(2)), inputs(1, DType::f16), inputs(2)).dtype() == DType::f32);
+  CHECK(maximum(inputs(1, DType::bf16), inputs(2, DType::bf16)).dtype() == DType::bf16);
+  // f64 is never touched by autocast (as PyTorch)
+  CHECK(matmul(inputs(1, DType::f64), inputs(2, DType::f64)).dtype() == DType::f64);
+}
+
+TEST_CASE("outside autocast nothing is cast and mixed dtypes are an error", "[amp][autocast]") {
+  CHECK_FALSE(amp::is_enabled());
+  CHECK(matmul(inputs(1), inputs(2)).dtype() == DType::f32);
+  CHECK_THROWS_WITH(inputs(1, DType::f16) + inputs(2), Contains("dtype mismatch"));
+}
+
+TEST_CASE("guards nest, disabled regions run in float32, and the state is restored", "[amp][autocast]") {
+  {
+    amp::Autocast outer(Device::cpu(), DType::bf16);
+    CHECK(matmul(inputs(1), inputs(2)).dtype() == DType::bf16);
+    {
+      amp::Autocast inner(Device::cpu(), DType::f16);
+      CHECK(matmul(inputs(1), inputs(2)).dtype() == DType::f16);
+      {
+        amp::Autocast off(Device::cpu(), DType::f16, false);
+        CHECK_FALSE(amp::is_enabled());
+        CHECK(matmul(inputs(1), inputs(2)).dtype() == DType::f32);
+      }
+      CHECK(amp::is_enabled());
+      CHECK(amp::autocast_dtype() == DType::f16);
+    }
+    CHECK(amp::autocast_dtype() == DType::bf16);
+    CHECK(matmul(inputs(1), inputs(2)).dtype() == DType::bf16);
+  }
+  CHECK_FALSE(amp::is_enabled());
+  CHECK_THROWS_WITH(amp::Autocast(Device::cpu(), DType::f32), Contains("f16 or bf16"));
+}
+
+TEST_CASE("autocast for one device type leaves tensors of another alone", "[amp][autocast]") {
+  amp::Autocast ac(Device::cuda(0), DType::f16);  // no CUDA tensors here: CPU ops run as written
+  CHECK(matmul(inputs(1), inputs(2)).dtype() == DType::f32);
+}
+
+TEST_CASE("autocast state is thread-local", "[amp][autocast]") {
+  amp::Autocast ac(Device::cpu(), DType::f16);
+  DType other = DType::u8;
+  bool other_enabled = true;
+  std::thread t([&] {
+    other_enabled = amp::is_enabled();
+    other = matmul(inputs(1), inputs(2)).dtype();
+  });
+  t.join();
+  CHECK_FALSE(other_enabled);
+  CHECK(other == DType::f32);
+  CHECK(matmul(inputs(1), inputs(2)).dtype() == DType::f16);
+}
+
+TEST_CASE("parameters are cast once per step: cached by version, dropped after backward and at guard exit",
+          "[amp][autocast]") {
+  manual_seed(4);
+  nn::Linear fc(8, 8);
+  const Tensor x = randn(Shape{2, 8});
+  amp::reset_stats();
+  {
+    amp::Autocast ac(Device::cpu(), DType::f16);
+    const Tensor y1 = fc.forward(x);
+    const Tensor y2 = fc.forward(x);  // same weights: served from the cache
+    CHECK(amp::cache_size() == 2);     // weight and bias
+    const auto s = amp::stats().at(OpKind::linear);
+    CHECK(s.calls == 2);
+    CHECK(s.cache_hits == 2);
+    CHECK(s.casts == 2 + 2);  // x twice (activations are never cached), weight and bias once
+    CHECK(s.bytes_cast == 2 * (2 * 8 * 2) + (8 * 8 + 8) * 2);
+    CHECK(s.ran_in.at(DType::f16) == 2);
+    backward(sum(cast(y1, DType::f32)) + sum(cast(y2, DType::f32)));
+    // The masters got float32 gradients through both uses of the one cached copy.
+    REQUIRE(fc.weight.grad().defined());
+    CHECK(fc.weight.grad().dtype() == DType::f32);
+    CHECK(fc.bias.grad().to_vector<float>() == std::vector<float>(8, 4.0f));  // 2 rows x 2 uses
+    // After backward the cast nodes are gone: the next use must cast again (not reuse a dead copy).
+    const Tensor y3 = fc.forward(x);
+    CHECK(amp::stats().at(OpKind::linear).cache_hits == 2);
+    CHECK(amp::stats().at(OpKind::linear).casts == 4 + 3);
+    const Tensor y4 = fc.forward(x);
+    CHECK(amp::stats().at(OpKind::linear).cache_hits == 4);
+    // An optimizer step writes the masters in place and bumps their version: the copies are stale.
+    fc.weight.bump_version();
+    const Tensor y5 = fc.forward(x);
+    CHECK(amp::stats().at(OpKind::linear).cache_hits == 5);  // only the bias was still valid
+    CHECK(amp::stats().at(OpKind::linear).casts == 7 + 1 + 2);
+    clear_tape();
+  }
+  CHECK(amp::cache_size() == 0);  // dropped when the outermost guard exits
+}
+
+TEST_CASE("amp::report lists each op with its policy, dtypes, casts and cache hits", "[amp][autocast]") {
+  amp::reset_stats();
+  {
+    amp::Autocast ac(Device::cpu(), DType::bf16);
+    (void)softmax(matmul(inputs(1), inputs(2)));
+  }
+  const std::string r = amp::report(1);
+  CHECK_THAT(r, Contains("matmul") && Contains("lower") && Contains("bf16(1)"));
+  CHECK_THAT(r, Contains("softmax") && Contains("fp32") && Contains("f32(1)"));
+  amp::reset_stats();
+  CHECK(amp::stats().empty());
+}
