@@ -89,6 +89,7 @@ class DataLoader::Iterator {
   Iterator() = default;
   /// The current batch.
   reference operator*() const;
+  /// Members of the current batch.
   pointer operator->() const { return &**this; }
   /// Moves to the next batch (waiting for the prefetch thread); rethrows an exception raised while building it.
   Iterator& operator++();
