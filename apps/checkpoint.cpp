@@ -11,10 +11,11 @@ constexpr const char* kFormat = "mixtape-checkpoint-v1";
 }
 
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& optimizer,
-                     const RunState& state) {
+                     const std::map<std::string, Tensor>& scaler_state, const RunState& state) {
   std::map<std::string, Tensor> tensors;
   for (const auto& [name, t] : model.state_dict()) tensors["model." + name] = t;
   for (const auto& [name, t] : optimizer.state_dict()) tensors["optim." + name] = t;
+  for (const auto& [name, t] : scaler_state) tensors["scaler." + name] = t;
   const std::map<std::string, std::string> metadata = {
       {"format", kFormat},
       {"epoch", std::to_string(state.epoch)},
@@ -49,6 +50,7 @@ Checkpoint read_checkpoint(const std::string& path) {
   for (const auto& [name, t] : file.tensors) {
     if (name.rfind("model.", 0) == 0) ck.model_state[name.substr(6)] = t;
     else if (name.rfind("optim.", 0) == 0) ck.optim_state[name.substr(6)] = t;
+    else if (name.rfind("scaler.", 0) == 0) ck.scaler_state[name.substr(7)] = t;
     else throw Error(detail::cat("'", path, "' holds an unexpected tensor '", name, "'"));
   }
   return ck;

@@ -21,15 +21,15 @@ struct RunState {
   nlohmann::json config;     ///< the run's TrainConfig
 };
 
-/// Writes model, optimizer and run state to `path` atomically.
+/// Writes model, optimizer, GradScaler ("scaler.*") and run state to `path` atomically.
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& optimizer,
-                     const RunState& state);
+                     const std::map<std::string, Tensor>& scaler_state, const RunState& state);
 
 /// A checkpoint read from disk and validated, not yet applied.
 struct Checkpoint {
   std::string path;
   RunState state;
-  std::map<std::string, Tensor> model_state, optim_state;
+  std::map<std::string, Tensor> model_state, optim_state, scaler_state;
 };
 
 /// Reads and validates `path`; throws mixtape::Error naming the file and the problem (missing, truncated, altered,

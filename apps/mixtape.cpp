@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "apps/compare_command.h"
 #include "apps/train_command.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -299,6 +300,8 @@ int main(int argc, char** argv) {
   mixtape::app::TrainConfig train_config;
   bool train_json = false;
   mixtape::app::add_train_command(app, train_config, train_json);
+  mixtape::app::CompareOptions compare_options;
+  mixtape::app::add_compare_command(app, compare_options);
 
   try {
     app.parse(argc, argv);
@@ -310,6 +313,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("info")) return run_info();
     if (app.got_subcommand("demo")) return run_demo(demo);
     if (app.got_subcommand("train")) return mixtape::app::run_train_command(train_config, train_json);
+    if (app.got_subcommand("compare")) return mixtape::app::run_compare_command(compare_options);
   } catch (const mixtape::Error& e) {
     std::cerr << "mixtape: error: " << e.what() << "\n";
     return 1;

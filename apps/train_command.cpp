@@ -10,7 +10,7 @@
 namespace mixtape::app {
 
 CLI::App* add_train_command(CLI::App& app, TrainConfig& c, bool& json) {
-  CLI::App* cmd = app.add_subcommand("train", "Train a model on Fashion-MNIST (float32)");
+  CLI::App* cmd = app.add_subcommand("train", "Train a model on Fashion-MNIST in fp32, fp16 or bf16");
   std::string models;
   for (const auto& m : model_names()) models += (models.empty() ? "" : ", ") + m;
   cmd->footer(
@@ -21,9 +21,20 @@ CLI::App* add_train_command(CLI::App& app, TrainConfig& c, bool& json) {
       "Progress goes to stderr (a live bar on a terminal). --save writes a checkpoint (safetensors: weights,\n"
       "optimizer state, step, RNG state, config) after every epoch, atomically; --resume continues a saved run\n"
       "exactly, up to --epochs in total.\n"
-      "Example: mixtape train --model mlp --epochs 3 --optimizer adam --lr 1e-3 --batch 128\n");
+      "--precision fp16|bf16 trains with automatic mixed precision: float32 master weights, matmuls in the\n"
+      "lower precision, softmax/losses/reductions in float32 (amp/policy), and for fp16 a GradScaler that scales\n"
+      "the loss, skips steps whose gradients overflowed and adapts the scale.\n"
+      "Example: mixtape train --model mlp --epochs 3 --optimizer adam --lr 1e-3 --batch 128 --precision bf16\n");
   cmd->add_option("--model", c.model, "Model to train (" + models + ")")->capture_default_str();
   cmd->add_option("--device", c.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_option("--precision", c.precision, "fp32, fp16 or bf16 (autocast with float32 masters)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
+  cmd->add_option("--loss-scale", c.loss_scale, "Dynamic loss scaling: auto (on for fp16 only), on or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  cmd->add_flag("--amp-report", c.amp_report,
+                "After training, print per op type the dtype it ran in, casts inserted, bytes cast and cache hits");
   cmd->add_option("--epochs", c.epochs, "Total number of epochs")->capture_default_str()->check(CLI::Range(1, 100000));
   cmd->add_option("--batch", c.batch, "Batch size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--lr", c.lr, "Learning rate")->capture_default_str()->check(CLI::PositiveNumber);
@@ -48,6 +59,7 @@ CLI::App* add_train_command(CLI::App& app, TrainConfig& c, bool& json) {
 
 int run_train_command(const TrainConfig& config, bool json) {
   const TrainResult r = train(config, std::cerr);
+  if (!r.amp_report.empty()) (json ? std::cerr : std::cout) << "autocast report (" << r.steps << " steps):\n" << r.amp_report;
   if (json) {
     std::cout << to_json(r).dump() << std::endl;
   } else {
@@ -57,7 +69,9 @@ int run_train_command(const TrainConfig& config, bool json) {
               << r.train_seconds << " s training)\n"
               << std::setprecision(4) << "  final loss  " << r.final_loss << "\n"
               << std::setprecision(2) << "  test acc    " << 100.0 * r.test_acc << "%\n"
-              << std::setprecision(1) << "  peak memory " << static_cast<double>(r.peak_mem_bytes) / (1 << 20) << " MiB\n";
+              << std::setprecision(1) << "  peak memory " << static_cast<double>(r.peak_mem_bytes) / (1 << 20) << " MiB\n"
+              << "  activations " << static_cast<double>(r.activation_bytes) / (1 << 20) << " MiB per forward pass\n"
+              << std::setprecision(0) << "  loss scale  " << r.loss_scale << " (" << r.skipped_steps << " skipped steps)" << std::endl;
   }
   return 0;
 }

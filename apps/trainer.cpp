@@ -9,9 +9,12 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "apps/checkpoint.h"
+#include "amp/autocast.h"
+#include "amp/grad_scaler.h"
 #include "apps/models.h"
 #include "autograd/ops.h"
 #include "core/backend.h"
@@ -106,8 +109,15 @@ class Progress {
 
 }  // namespace
 
+DType precision_dtype(const std::string& precision) {
+  if (precision == "fp32") return DType::f32;
+  if (precision == "fp16") return DType::f16;
+  if (precision == "bf16") return DType::bf16;
+  throw Error(detail::cat("unknown precision '", precision, "': expected fp32, fp16 or bf16"));
+}
+
 nlohmann::json to_json(const TrainConfig& c) {
-  return {{"model", c.model},   {"device", c.device},         {"epochs", c.epochs}, {"batch", c.batch},
+  return {{"model", c.model},   {"device", c.device}, {"precision", c.precision}, {"loss_scale", c.loss_scale},         {"epochs", c.epochs}, {"batch", c.batch},
           {"lr", c.lr},         {"optimizer", c.optimizer},   {"momentum", c.momentum},
           {"weight_decay", c.weight_decay}, {"seed", c.seed}, {"limit", c.limit},   {"test_limit", c.test_limit}};
 }
@@ -124,7 +134,10 @@ nlohmann::json to_json(const TrainResult& r) {
           {"train_seconds", r.train_seconds},
           {"final_loss", r.final_loss},
           {"test_acc", r.test_acc},
-          {"peak_mem_bytes", r.peak_mem_bytes}};
+          {"peak_mem_bytes", r.peak_mem_bytes},
+          {"skipped_steps", r.skipped_steps},
+          {"loss_scale", r.loss_scale},
+          {"activation_bytes", r.activation_bytes}};
 }
 
 TrainResult train(const TrainConfig& c, std::ostream& log) {
@@ -133,12 +146,19 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   MIXTAPE_CHECK(std::isfinite(c.lr) && c.lr > 0, "--lr must be a positive number, got ", c.lr);
   MIXTAPE_CHECK(c.limit == -1 || c.limit >= 1, "--limit must be at least 1, got ", c.limit);
   const Device device = resolve_device(c.device);
+  const DType lower = precision_dtype(c.precision);
+  const bool use_amp = lower != DType::f32;
+  MIXTAPE_CHECK(c.loss_scale == "auto" || c.loss_scale == "on" || c.loss_scale == "off",
+                "--loss-scale must be auto, on or off, got '", c.loss_scale, "'");
+  const bool scaling = c.loss_scale == "on" || (c.loss_scale == "auto" && lower == DType::f16);
 
   // Model and optimizer first (cheap, and they validate --model/--optimizer), then the data.
   manual_seed(c.seed);
   std::shared_ptr<nn::Module> model = make_model(c.model);
   model->to(device);
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(c, model->parameters());
+  // fp16 needs loss scaling (its gradients underflow); bf16 has float32's range and does not by default.
+  amp::GradScaler scaler(*opt, amp::GradScalerOptions{.enabled = scaling, .max_consecutive_skips = 100});
   const std::string dir = c.data_dir.empty() ? data::default_fashion_mnist_dir() : c.data_dir;
   const data::Dataset train_set = data::load_fashion_mnist(dir, true, c.limit);
   const data::Dataset test_set = data::load_fashion_mnist(dir, false, c.test_limit);
@@ -148,13 +168,14 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   if (!c.resume_path.empty()) {
     const Checkpoint ck = read_checkpoint(c.resume_path);
     const RunState& saved = ck.state;
-    for (const char* key : {"model", "optimizer", "batch", "seed", "limit"})
+    for (const char* key : {"model", "optimizer", "batch", "seed", "limit", "precision"})
       MIXTAPE_CHECK(!saved.config.contains(key) || saved.config[key] == state.config[key], "--resume ", c.resume_path,
                     ": the checkpoint was made with ", key, "=", saved.config[key].dump(), " but this run has ", key, "=",
                     state.config[key].dump(), "; resuming exactly needs the same value");
     MIXTAPE_CHECK(saved.epoch < c.epochs, "--resume ", c.resume_path, ": the checkpoint has already completed ",
                   saved.epoch, " epoch(s); ask for more with --epochs N (N > ", saved.epoch, ")");
     apply_checkpoint(ck, *model, *opt);
+    if (!ck.scaler_state.empty()) scaler.load_state_dict(ck.scaler_state);
     state.epoch = saved.epoch;
     state.step = saved.step;
     default_generator().set_state(saved.rng_seed, saved.rng_offset);
@@ -165,7 +186,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   if (!c.log_path.empty()) {
     csv.open(c.log_path, c.resume_path.empty() ? std::ios::trunc : std::ios::app);
     MIXTAPE_CHECK(csv.good(), "--log: cannot write '", c.log_path, "'");
-    if (c.resume_path.empty()) csv << "step,epoch,loss,lr\n";
+    if (c.resume_path.empty()) csv << "step,epoch,loss,lr,loss_scale,skipped\n";
   }
 
   data::DataLoader loader(train_set, {.batch_size = c.batch, .shuffle = true, .drop_last = false, .seed = c.seed});
@@ -177,6 +198,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   r.device = device.to_string();
   r.batch = c.batch;
   reset_peak_memory(device);
+  if (c.amp_report) amp::reset_stats();
   double train_seconds = 0;
   int64_t run_steps = 0, run_samples = 0;
   double loss_value = NAN;
@@ -188,19 +210,32 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
     int64_t epoch_steps = 0;
     for (auto [x, y] : loader) {
       const Tensor xd = x.to(device), yd = y.to(device);
-      const Tensor loss = cross_entropy(model->forward(xd), yd);
+      const int64_t held_before = memory_stats(device).current_bytes;
+      Tensor loss;
+      {
+        std::optional<amp::Autocast> autocast;
+        if (use_amp) autocast.emplace(device, lower);
+        loss = cross_entropy(model->forward(xd), yd);
+      }
+      r.activation_bytes = std::max(r.activation_bytes, memory_stats(device).current_bytes - held_before);
       opt->zero_grad();
-      backward(loss);
-      opt->step();
+      backward(scaler.scale(loss));
+      const double scale_used = scaler.get_scale();
+      const bool applied = scaler.step();
+      scaler.update();
       loss_value = loss.item();
-      MIXTAPE_CHECK(std::isfinite(loss_value), "the loss became ", loss_value, " at step ", state.step + 1, " (epoch ",
-                    epoch + 1, "); the learning rate (", c.lr, ") may be too high");
+      // A non-finite loss is fatal unless the scaler skipped the step it produced (fp16 overflow).
+      MIXTAPE_CHECK(std::isfinite(loss_value) || (scaler.enabled() && !applied), "the loss became ", loss_value,
+                    " at step ", state.step + 1, " (epoch ", epoch + 1, "); the learning rate (", c.lr, ") may be too high",
+                    use_amp ? " or the precision too narrow" : "");
       ++state.step;
       ++run_steps;
       ++epoch_steps;
       run_samples += x.size(0);
       epoch_loss += loss_value;
-      if (csv.is_open()) csv << state.step << "," << epoch + 1 << "," << loss_value << "," << opt->lr() << "\n";
+      if (csv.is_open())
+        csv << state.step << "," << epoch + 1 << "," << loss_value << "," << opt->lr() << "," << scale_used << ","
+            << (applied ? 0 : 1) << "\n";
       progress.update(epoch, c.epochs, run_steps, loss_value,
                       static_cast<double>(run_samples) / (train_seconds + seconds_since(t0)));
     }
@@ -215,7 +250,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
     if (!c.save_path.empty()) {
       state.rng_seed = default_generator().seed();
       state.rng_offset = default_generator().offset();
-      save_checkpoint(c.save_path, *model, *opt, state);
+      save_checkpoint(c.save_path, *model, *opt, scaler.state_dict(), state);
     }
   }
   if (csv.is_open()) csv.flush();
@@ -226,6 +261,10 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   r.samples_per_s = train_seconds > 0 ? static_cast<double>(run_samples) / train_seconds : 0;
   r.final_loss = loss_value;
   r.peak_mem_bytes = memory_stats(device).peak_bytes;
+  r.skipped_steps = scaler.skipped_steps();
+  r.loss_scale = scaler.get_scale();
+  r.precision = c.precision;
+  if (c.amp_report) r.amp_report = amp::report(run_steps);
   return r;
 }
 

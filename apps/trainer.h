@@ -6,12 +6,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/dtype.h"
+
 namespace mixtape::app {
 
 /// Everything that defines a run (the CLI flags).
 struct TrainConfig {
   std::string model = "mlp";
   std::string device = "cpu";   ///< cpu, cuda, cuda:N or auto
+  std::string precision = "fp32";  ///< fp32, fp16 or bf16 (autocast with float32 masters)
+  std::string loss_scale = "auto";  ///< auto (on for fp16, off for bf16/fp32), on or off
+  bool amp_report = false;          ///< print amp::report() after training
   int64_t epochs = 1;           ///< total epochs (a resumed run continues up to this many)
   int64_t batch = 128;
   double lr = 1e-3;
@@ -22,7 +27,7 @@ struct TrainConfig {
   std::string data_dir;           ///< empty: the Debian dataset-fashion-mnist location
   int64_t limit = -1;             ///< training samples used (-1: all)
   int64_t test_limit = -1;        ///< test samples used (-1: all)
-  std::string log_path;           ///< per-step CSV: step,epoch,loss,lr
+  std::string log_path;           ///< per-step CSV: step,epoch,loss,lr,loss_scale,skipped
   std::string save_path;          ///< checkpoint written after every epoch
   std::string resume_path;        ///< checkpoint to continue from
   bool progress = true;           ///< progress on stderr
@@ -34,7 +39,14 @@ struct TrainResult {
   int64_t epochs = 0, batch = 0, steps = 0, samples = 0;
   double samples_per_s = 0, train_seconds = 0, final_loss = 0, test_acc = 0;
   int64_t peak_mem_bytes = 0;
+  int64_t skipped_steps = 0;     ///< optimizer steps the GradScaler skipped (inf/NaN gradients)
+  double loss_scale = 1.0;       ///< final loss scale (1 without a scaler)
+  int64_t activation_bytes = 0;  ///< bytes a forward pass keeps alive for backward (max over steps)
+  std::string amp_report;        ///< amp::report() text when asked for
 };
+
+/// The autocast dtype of a precision name (f32 for "fp32"); throws for unknown names.
+DType precision_dtype(const std::string& precision);
 
 /// Runs training as configured; progress and per-epoch lines go to `log` (stderr in the CLI).
 TrainResult train(const TrainConfig& config, std::ostream& log);

@@ -35,6 +35,39 @@ Tensor unary_op(OpKind kind, UnaryOp op, BinaryOp grad_op, bool save_output, con
   return record(kind, {&x}, out, [saved, grad_op](const Tensor& g, const Needs&) { return Grads{bin(grad_op, g, saved)}; });
 }
 
+/// A tensor an op saves for backward. When it is autocast's compute copy of a float32 parameter (a master), the
+/// master is saved instead and the copy re-made in backward: the master is alive anyway, so a lower-precision op
+/// keeps no weight copies alive between forward and backward (the cast is repeated, bit for bit the same).
+class Saved {
+ public:
+  Saved() = default;
+  /// `used` is the op's input after autocast, `original` the argument before it.
+  Saved(const Tensor& used, const Tensor& original) {
+    if (!used.defined()) return;
+    const bool is_master_copy = !used.is_same(original) && original.defined() && original.is_leaf() &&
+                                original.requires_grad() && original.dtype() == DType::f32 && used.dtype() != DType::f32;
+    if (is_master_copy) {
+      master_ = original.detach();
+      dtype_ = used.dtype();
+      version_ = original.version();
+    } else {
+      tensor_ = used.detach();
+    }
+  }
+  /// The saved value (re-cast from the master when that is what was kept).
+  Tensor get() const {
+    if (!master_.defined()) return tensor_;
+    MIXTAPE_CHECK(master_.version() == version_, "backward: a parameter ", master_.shape().to_string(),
+                  " was modified in place between the forward pass and backward(); step the optimizer after backward");
+    return kernels::cast(master_, dtype_);
+  }
+
+ private:
+  Tensor tensor_, master_;
+  DType dtype_ = DType::f32;
+  uint64_t version_ = 0;
+};
+
 /// Shape of a reduction's result with reduced axes kept as 1 (for broadcasting the gradient back).
 Shape keepdim_shape(const Shape& in, const std::vector<int64_t>& axes) {
   Shape s = in;
@@ -220,10 +253,11 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   auto [a, b] = prepare(OpKind::matmul, a_in, b_in);
   Tensor out = kernels::matmul(a, b, ta, tb);
   if (!should_record({&a, &b})) return out;
-  const Tensor sa = b.requires_grad() ? a.detach() : Tensor(), sb = a.requires_grad() ? b.detach() : Tensor();
+  const Saved saved_a = b.requires_grad() ? Saved(a, a_in) : Saved(), saved_b = a.requires_grad() ? Saved(b, b_in) : Saved();
   const bool shared_rhs = b.dim() == 2 && a.dim() > 2 && !ta;
-  return record(OpKind::matmul, {&a, &b}, out, [sa, sb, ta, tb, shared_rhs](const Tensor& g, const Needs& needs) {
+  return record(OpKind::matmul, {&a, &b}, out, [saved_a, saved_b, ta, tb, shared_rhs](const Tensor& g, const Needs& needs) {
     const auto mm = &kernels::matmul;
+    const Tensor sa = saved_a.get(), sb = saved_b.get();
     Tensor ga, gb;
     if (needs[0]) {
       if (!ta) ga = tb ? mm(g, sb, false, false) : mm(g, sb, false, true);
@@ -260,9 +294,10 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
   if (b.defined()) out = bin(BinaryOp::add, out, b);
   if (x.dim() == 1) out = kernels::view(out, Shape{w.size(0)});
   if (!should_record({&x, &w, &b})) return out;
-  const Tensor sx = w.requires_grad() ? x.detach() : Tensor(), sw = x.requires_grad() ? w.detach() : Tensor();
+  const Saved saved_x = w.requires_grad() ? Saved(x, x_in) : Saved(), saved_w = x.requires_grad() ? Saved(w, w_in) : Saved();
   const Shape x_shape = x.shape();
-  return record(OpKind::linear, {&x, &w, &b}, out, [sx, sw, x_shape](const Tensor& g, const Needs& needs) {
+  return record(OpKind::linear, {&x, &w, &b}, out, [saved_x, saved_w, x_shape](const Tensor& g, const Needs& needs) {
+    const Tensor sx = saved_x.get(), sw = saved_w.get();
     Tensor gx, gw, gb;
     const int64_t out_features = g.size(-1);
     const Tensor g2 = kernels::view(g, Shape{-1, out_features});

@@ -1,0 +1,128 @@
+#include "apps/compare_command.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "apps/models.h"
+
+namespace mixtape::app {
+
+namespace {
+
+double mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+/// Draws the loss curves with gnuplot; returns an error message or "".
+std::string plot_losses(const std::string& png, const std::vector<std::pair<std::string, std::string>>& series,
+                        const std::string& title) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
+    return "gnuplot is not installed (sudo apt-get install gnuplot-nox); the CSVs are written, no plot";
+  const std::string script = png + ".gp";
+  {
+    std::ofstream gp(script);
+    gp << "set terminal pngcairo size 1000,600\n"
+       << "set output '" << png << "'\n"
+       << "set title '" << title << "'\nset xlabel 'step'\nset ylabel 'training loss'\nset key top right\n"
+       << "set datafile separator ','\nset logscale y\n"
+       << "plot ";
+    for (size_t i = 0; i < series.size(); ++i)
+      gp << (i ? ", " : "") << "'" << series[i].second << "' using 1:3 every ::1 with lines title '" << series[i].first << "'";
+    gp << "\n";
+  }
+  const int rc = std::system(("gnuplot '" + script + "' 2>&1").c_str());
+  std::filesystem::remove(script);
+  if (rc != 0) return "gnuplot failed to draw '" + png + "'";
+  return "";
+}
+
+}  // namespace
+
+std::string compare_table(const std::vector<TrainResult>& runs) {
+  std::ostringstream os;
+  os << std::left << std::setw(10) << "precision" << std::right << std::setw(12) << "samples/s" << std::setw(9) << "speedup"
+     << std::setw(11) << "peak MiB" << std::setw(8) << "ratio" << std::setw(10) << "act MiB" << std::setw(8) << "ratio"
+     << std::setw(12) << "final loss" << std::setw(10) << "test acc" << std::setw(9) << "skipped" << std::setw(12)
+     << "loss scale" << "\n";
+  if (runs.empty()) return os.str();
+  const TrainResult& base = runs.front();
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+  for (const TrainResult& r : runs) {
+    os << std::left << std::setw(10) << r.precision << std::right << std::fixed << std::setprecision(0) << std::setw(12)
+       << r.samples_per_s << std::setprecision(2) << std::setw(8) << ratio(r.samples_per_s, base.samples_per_s) << "x"
+       << std::setprecision(1) << std::setw(11) << mib(r.peak_mem_bytes) << std::setprecision(2) << std::setw(8)
+       << ratio(static_cast<double>(r.peak_mem_bytes), static_cast<double>(base.peak_mem_bytes)) << std::setprecision(1)
+       << std::setw(10) << mib(r.activation_bytes) << std::setprecision(2) << std::setw(8)
+       << ratio(static_cast<double>(r.activation_bytes), static_cast<double>(base.activation_bytes)) << std::setprecision(4)
+       << std::setw(12) << r.final_loss << std::setprecision(2) << std::setw(9) << 100.0 * r.test_acc << "%"
+       << std::setw(9) << r.skipped_steps << std::setprecision(0) << std::setw(12) << r.loss_scale << "\n";
+  }
+  return os.str();
+}
+
+CLI::App* add_compare_command(CLI::App& app, CompareOptions& o) {
+  CLI::App* cmd = app.add_subcommand("compare", "Train the same model in fp32, fp16 and bf16 and compare them side by side");
+  cmd->footer(
+      "Runs `mixtape train` once per precision with the same seed, initial weights and data order, then prints\n"
+      "throughput (and speedup over the first precision), peak memory and activation bytes (and their ratios),\n"
+      "final loss, test accuracy, skipped steps and the final loss scale. Per-step loss and loss-scale CSVs go to\n"
+      "--out; --plot FILE.png draws the loss curves with gnuplot (Debian: gnuplot-nox).\n"
+      "Example: mixtape compare --model mlp --epochs 3 --plot loss.png\n");
+  TrainConfig& c = o.base;
+  std::string models;
+  for (const auto& m : model_names()) models += (models.empty() ? "" : ", ") + m;
+  cmd->add_option("--model", c.model, "Model to train (" + models + ")")->capture_default_str();
+  cmd->add_option("--precisions", o.precisions, "Comma-separated precisions; the first is the baseline")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
+  cmd->add_option("--device", c.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_option("--epochs", c.epochs, "Epochs per run")->capture_default_str()->check(CLI::Range(1, 100000));
+  cmd->add_option("--batch", c.batch, "Batch size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--lr", c.lr, "Learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--optimizer", c.optimizer, "sgd, adam or adamw")->capture_default_str()->check(CLI::IsMember({"sgd", "adam", "adamw"}));
+  cmd->add_option("--seed", c.seed, "Seed shared by every run")->capture_default_str();
+  cmd->add_option("--data", c.data_dir, "Directory holding the Fashion-MNIST IDX files")->check(CLI::ExistingDirectory);
+  cmd->add_option("--limit", c.limit, "Use only the first N training samples")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--test-limit", c.test_limit, "Use only the first N test samples")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--loss-scale", c.loss_scale, "auto (on for fp16 only), on or off")->capture_default_str()->check(CLI::IsMember({"auto", "on", "off"}));
+  cmd->add_option("--out", o.out_dir, "Directory for the per-step CSVs")->capture_default_str();
+  cmd->add_option("--plot", o.plot_path, "Draw the loss curves into this PNG (needs gnuplot)");
+  cmd->add_flag("--json", o.json, "Print one JSON object per run instead of the table");
+  cmd->add_flag("!--no-progress", c.progress, "Do not report progress on stderr");
+  return cmd;
+}
+
+int run_compare_command(const CompareOptions& o) {
+  MIXTAPE_CHECK(!o.precisions.empty(), "--precisions: give at least one of fp32, fp16, bf16");
+  std::error_code ec;
+  std::filesystem::create_directories(o.out_dir, ec);
+  MIXTAPE_CHECK(!ec, "--out: cannot create '", o.out_dir, "': ", ec.message());
+  std::vector<TrainResult> runs;
+  std::vector<std::pair<std::string, std::string>> series;
+  for (const std::string& precision : o.precisions) {
+    TrainConfig c = o.base;
+    c.precision = precision;
+    c.log_path = (std::filesystem::path(o.out_dir) / (c.model + "_" + precision + ".csv")).string();
+    std::cerr << "== " << c.model << " in " << precision << " ==\n";
+    runs.push_back(train(c, std::cerr));
+    series.emplace_back(precision, c.log_path);
+    if (o.json) std::cout << to_json(runs.back()).dump() << std::endl;
+  }
+  if (!o.json) {
+    std::cout << "\n" << o.base.model << " on " << runs.front().device << ", " << runs.front().epochs << " epoch(s), batch "
+              << o.base.batch << ", " << o.base.optimizer << " lr " << o.base.lr << ", seed " << o.base.seed << "\n"
+              << compare_table(runs) << "per-step CSVs in " << o.out_dir << "/" << std::endl;
+  }
+  if (!o.plot_path.empty()) {
+    const std::string err = plot_losses(o.plot_path, series, o.base.model + ": training loss by precision");
+    if (!err.empty()) std::cerr << "mixtape: warning: " << err << "\n";
+    else std::cerr << "loss curves drawn in " << o.plot_path << "\n";
+  }
+  return 0;
+}
+
+}  // namespace mixtape::app
