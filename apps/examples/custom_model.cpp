@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "amp/autocast.h"
+#include "amp/grad_scaler.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "nn/layers.h"
@@ -68,8 +70,17 @@ double accuracy(nn::Module& model, const data::Dataset& ds) {
   return static_cast<double>(correct) / static_cast<double>(labels.size());
 }
 
+// Usage: custom_model [MIN_ACCURACY] [fp32|fp16|bf16]. The model code is the same in every precision: under
+// amp::Autocast its matmuls run in the lower precision and its losses in float32, with float32 master weights.
 int main(int argc, char** argv) {
   const double min_accuracy = argc > 1 ? std::atof(argv[1]) : 0.9;
+  const std::string precision = argc > 2 ? argv[2] : "fp32";
+  if (precision != "fp32" && precision != "fp16" && precision != "bf16") {
+    std::cerr << "custom_model: precision must be fp32, fp16 or bf16, got '" << precision << "'\n";
+    return EXIT_FAILURE;
+  }
+  const bool use_amp = precision != "fp32";
+  const DType lower = precision == "bf16" ? DType::bf16 : DType::f16;
   manual_seed(0);  // parameter initialisation
 
   // Same spirals, independent noise: seed 1 to train, seed 2 to test.
@@ -81,16 +92,22 @@ int main(int argc, char** argv) {
   std::cout << model->to_string() << model->num_parameters() << " parameters\n";
   optim::AdamW opt(model->parameters(), {.lr = 3e-3, .weight_decay = 1e-4});
   const nn::CrossEntropyLoss criterion;
+  amp::GradScaler scaler(opt, {.enabled = precision == "fp16"});  // fp16 needs loss scaling; bf16 does not
 
   const int epochs = 20;
   for (int epoch = 1; epoch <= epochs; ++epoch) {
     double total = 0;
     int64_t steps = 0;
     for (auto [x, y] : loader) {  // x (32, 2) f32, y (32) i64
-      Tensor loss = criterion(model->forward(x), y);
+      Tensor loss;
+      {
+        amp::Autocast autocast(Device::cpu(), lower, use_amp);  // enabled=false: plain float32
+        loss = criterion(model->forward(x), y);
+      }
       opt.zero_grad();
-      backward(loss);
-      opt.step();
+      backward(scaler.scale(loss));
+      scaler.step();  // skipped if a gradient overflowed
+      scaler.update();
       total += loss.item();
       ++steps;
     }
@@ -99,6 +116,6 @@ int main(int argc, char** argv) {
   }
 
   const double acc = accuracy(*model, test_set);
-  std::cout << "test accuracy " << std::setprecision(3) << acc << " (need >= " << min_accuracy << ")\n";
+  std::cout << precision << " test accuracy " << std::setprecision(3) << acc << " (need >= " << min_accuracy << ")\n";
   return acc >= min_accuracy ? EXIT_SUCCESS : EXIT_FAILURE;
 }
