@@ -63,37 +63,42 @@ void adam_update_one(std::map<std::string, Tensor>& state, const Tensor& param, 
 
 }  // namespace
 
-// ---- Adam ----
-
-Adam::Adam(std::vector<Tensor> params, const AdamOptions& options) : Optimizer(std::move(params)) {
-  validate_lr(name(), options.lr);
-  validate_adam(name(), {options.beta1, options.beta2, options.eps, options.weight_decay});
+template <class Options, bool kDecoupled>
+AdamFamily<Options, kDecoupled>::AdamFamily(std::vector<Tensor> params, const Options& options, const char* who)
+    : Optimizer(std::move(params)) {
+  validate_lr(who, options.lr);
+  validate_adam(who, {options.beta1, options.beta2, options.eps, options.weight_decay});
   set_lr(options.lr);
   options_ = options;
 }
 
-AdamOptions Adam::options() const {
-  AdamOptions o = options_;
+template <class Options, bool kDecoupled>
+Options AdamFamily<Options, kDecoupled>::options() const {
+  Options o = options_;
   o.lr = lr();
   return o;
 }
 
-void Adam::step() {
+template <class Options, bool kDecoupled>
+void AdamFamily<Options, kDecoupled>::step() {
   const AdamHyper h{options_.beta1, options_.beta2, options_.eps, options_.weight_decay};
   for_each_update([&](size_t i, const Tensor& param, const Tensor& grad) {
-    adam_update_one(state_[i], param, grad, lr(), h, /*decoupled=*/false);
+    adam_update_one(state_[i], param, grad, lr(), h, kDecoupled);
   });
 }
 
-std::vector<Optimizer::StateSpec> Adam::state_specs() const {
+template <class Options, bool kDecoupled>
+std::vector<Optimizer::StateSpec> AdamFamily<Options, kDecoupled>::state_specs() const {
   return {{"exp_avg", StateKind::like_param}, {"exp_avg_sq", StateKind::like_param}, {"step", StateKind::count}};
 }
 
-std::vector<std::pair<std::string, double>> Adam::hyper_parameters() const {
+template <class Options, bool kDecoupled>
+std::vector<std::pair<std::string, double>> AdamFamily<Options, kDecoupled>::hyper_parameters() const {
   return adam_hyper_list({options_.beta1, options_.beta2, options_.eps, options_.weight_decay});
 }
 
-void Adam::set_hyper_parameters(const std::map<std::string, double>& values) {
+template <class Options, bool kDecoupled>
+void AdamFamily<Options, kDecoupled>::set_hyper_parameters(const std::map<std::string, double>& values) {
   const AdamHyper h = adam_hyper_from(values);
   validate_adam(name(), h);
   options_.beta1 = h.beta1;
@@ -102,43 +107,7 @@ void Adam::set_hyper_parameters(const std::map<std::string, double>& values) {
   options_.weight_decay = h.weight_decay;
 }
 
-// ---- AdamW ----
-
-AdamW::AdamW(std::vector<Tensor> params, const AdamWOptions& options) : Optimizer(std::move(params)) {
-  validate_lr(name(), options.lr);
-  validate_adam(name(), {options.beta1, options.beta2, options.eps, options.weight_decay});
-  set_lr(options.lr);
-  options_ = options;
-}
-
-AdamWOptions AdamW::options() const {
-  AdamWOptions o = options_;
-  o.lr = lr();
-  return o;
-}
-
-void AdamW::step() {
-  const AdamHyper h{options_.beta1, options_.beta2, options_.eps, options_.weight_decay};
-  for_each_update([&](size_t i, const Tensor& param, const Tensor& grad) {
-    adam_update_one(state_[i], param, grad, lr(), h, /*decoupled=*/true);
-  });
-}
-
-std::vector<Optimizer::StateSpec> AdamW::state_specs() const {
-  return {{"exp_avg", StateKind::like_param}, {"exp_avg_sq", StateKind::like_param}, {"step", StateKind::count}};
-}
-
-std::vector<std::pair<std::string, double>> AdamW::hyper_parameters() const {
-  return adam_hyper_list({options_.beta1, options_.beta2, options_.eps, options_.weight_decay});
-}
-
-void AdamW::set_hyper_parameters(const std::map<std::string, double>& values) {
-  const AdamHyper h = adam_hyper_from(values);
-  validate_adam(name(), h);
-  options_.beta1 = h.beta1;
-  options_.beta2 = h.beta2;
-  options_.eps = h.eps;
-  options_.weight_decay = h.weight_decay;
-}
+template class AdamFamily<AdamOptions, false>;
+template class AdamFamily<AdamWOptions, true>;
 
 }  // namespace mixtape::optim

@@ -144,47 +144,44 @@ struct AdamWOptions {
   double weight_decay = 1e-2;
 };
 
+/// Adam and AdamW share everything but how weight decay is applied (kDecoupled) and their default options.
+template <class Options, bool kDecoupled>
+class AdamFamily : public Optimizer {
+ public:
+  /// Validates like PyTorch: lr >= 0, eps >= 0, 0 <= beta1, beta2 < 1, weight_decay >= 0; all finite.
+  AdamFamily(std::vector<Tensor> params, const Options& options, const char* who);
+  void step() override;
+  /// The current options (lr as set by set_lr or a schedule).
+  Options options() const;
+
+ protected:
+  std::vector<StateSpec> state_specs() const override;
+  std::vector<std::pair<std::string, double>> hyper_parameters() const override;
+  void set_hyper_parameters(const std::map<std::string, double>& values) override;
+
+ private:
+  Options options_;
+};
+extern template class AdamFamily<AdamOptions, false>;
+extern template class AdamFamily<AdamWOptions, true>;
+
 /// Adam with L2 weight decay folded into the gradient; t is the parameter's own step count (1-based):
 ///   g = grad + weight_decay * param
 ///   m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g^2
 ///   param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 /// State: "exp_avg" (m), "exp_avg_sq" (v), "step" (t, a 0-d int64).
-class Adam : public Optimizer {
+class Adam : public AdamFamily<AdamOptions, false> {
  public:
-  /// Validates like PyTorch: lr >= 0, eps >= 0, 0 <= beta1, beta2 < 1, weight_decay >= 0; all finite.
-  Adam(std::vector<Tensor> params, const AdamOptions& options = {});
-  void step() override;
+  Adam(std::vector<Tensor> params, const AdamOptions& options = {}) : AdamFamily(std::move(params), options, "Adam") {}
   const char* name() const override { return "Adam"; }
-  /// The current options (lr as set by set_lr or a schedule).
-  AdamOptions options() const;
-
- protected:
-  std::vector<StateSpec> state_specs() const override;
-  std::vector<std::pair<std::string, double>> hyper_parameters() const override;
-  void set_hyper_parameters(const std::map<std::string, double>& values) override;
-
- private:
-  AdamOptions options_;
 };
 
 /// AdamW: Adam with decoupled weight decay, param *= 1 - lr * weight_decay before the Adam update (the
 /// gradient is not modified). Same state as Adam.
-class AdamW : public Optimizer {
+class AdamW : public AdamFamily<AdamWOptions, true> {
  public:
-  /// Validates like PyTorch: lr >= 0, eps >= 0, 0 <= beta1, beta2 < 1, weight_decay >= 0; all finite.
-  AdamW(std::vector<Tensor> params, const AdamWOptions& options = {});
-  void step() override;
+  AdamW(std::vector<Tensor> params, const AdamWOptions& options = {}) : AdamFamily(std::move(params), options, "AdamW") {}
   const char* name() const override { return "AdamW"; }
-  /// The current options (lr as set by set_lr or a schedule).
-  AdamWOptions options() const;
-
- protected:
-  std::vector<StateSpec> state_specs() const override;
-  std::vector<std::pair<std::string, double>> hyper_parameters() const override;
-  void set_hyper_parameters(const std::map<std::string, double>& values) override;
-
- private:
-  AdamWOptions options_;
 };
 
 }  // namespace mixtape::optim
