@@ -26,6 +26,9 @@ constexpr std::array<P, static_cast<std::size_t>(OpKind::count_)> make_table() {
     set(k, P::fp32);
   for (OpKind k : {OpKind::add, OpKind::sub, OpKind::mul, OpKind::div, OpKind::maximum, OpKind::minimum, OpKind::where})
     set(k, P::promote);
+  // CNN ops: conv2d lower (PyTorch: conv*); batch_norm and pooling are in no PyTorch list, so pass-through
+  // (batch_norm runs in the input dtype with float32 statistics and affine parameters inside its kernel).
+  set(OpKind::conv2d, P::lower);
   return t;
 }
 constexpr auto kTable = make_table();

@@ -4,6 +4,7 @@
 #include <array>
 
 #include "autograd/dispatch.h"
+#include "core/conv_kernels.h"
 #include "core/kernels.h"
 
 namespace mixtape {
@@ -418,5 +419,75 @@ Tensor operator+(double a, const Tensor& b) { return add(scalar_like(a, b), b); 
 Tensor operator-(double a, const Tensor& b) { return sub(scalar_like(a, b), b); }
 Tensor operator*(double a, const Tensor& b) { return mul(scalar_like(a, b), b); }
 Tensor operator/(double a, const Tensor& b) { return div(scalar_like(a, b), b); }
+
+// ---- convolution, pooling, batch norm ----
+
+Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, int64_t stride, int64_t padding,
+              int64_t dilation) {
+  auto [x, w, b] = prepare(OpKind::conv2d, x_in, w_in, b_in);
+  const Conv2dParams p{stride, stride, padding, padding, dilation, dilation};
+  Tensor out = kernels::conv2d(x, w, b, p);
+  if (!should_record({&x, &w, &b})) return out;
+  const Saved saved_x = w.requires_grad() ? Saved(x, x_in) : Saved(), saved_w = x.requires_grad() ? Saved(w, w_in) : Saved();
+  const Shape x_shape = x.shape(), w_shape = w.shape();
+  return record(OpKind::conv2d, {&x, &w, &b}, out, [saved_x, saved_w, x_shape, w_shape, p](const Tensor& g, const Needs& needs) {
+    Tensor gx;
+    if (needs[0]) gx = kernels::conv2d_backward_data(g, saved_w.get(), x_shape, p);
+    auto [gw, gb] = kernels::conv2d_backward_filter(g, needs[1] ? saved_x.get() : Tensor(), w_shape, needs[1], needs[2], p);
+    return Grads{gx, gw, gb};
+  });
+}
+
+namespace {
+Pool2dParams pool_params(int64_t kernel, int64_t stride, int64_t padding) {
+  const int64_t s = stride <= 0 ? kernel : stride;
+  return Pool2dParams{kernel, kernel, s, s, padding, padding};
+}
+}  // namespace
+
+Tensor max_pool2d(const Tensor& x_in, int64_t kernel, int64_t stride, int64_t padding) {
+  auto [x] = prepare(OpKind::max_pool2d, x_in);
+  auto pooled = kernels::max_pool2d(x, pool_params(kernel, stride, padding));
+  Tensor out = pooled.first;
+  if (!should_record({&x})) return out;
+  const Tensor indices = pooled.second;
+  const Shape x_shape = x.shape();
+  return record(OpKind::max_pool2d, {&x}, out, [indices, x_shape](const Tensor& g, const Needs&) {
+    return Grads{kernels::max_pool2d_backward(g, indices, x_shape)};
+  });
+}
+
+Tensor avg_pool2d(const Tensor& x_in, int64_t kernel, int64_t stride, int64_t padding) {
+  auto [x] = prepare(OpKind::avg_pool2d, x_in);
+  const Pool2dParams p = pool_params(kernel, stride, padding);
+  Tensor out = kernels::avg_pool2d(x, p);
+  if (!should_record({&x})) return out;
+  const Shape x_shape = x.shape();
+  return record(OpKind::avg_pool2d, {&x}, out, [x_shape, p](const Tensor& g, const Needs&) {
+    return Grads{kernels::avg_pool2d_backward(g, x_shape, p)};
+  });
+}
+
+Tensor batch_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight_in,
+                  const Tensor& bias_in, bool training, double momentum, double eps) {
+  auto [x] = prepare(OpKind::batch_norm, x_in);
+  MIXTAPE_CHECK(x.defined(), "batch_norm: the input is an undefined tensor");
+  // Affine parameters in the statistics dtype (float32; f64 for f64 inputs), cast differentiably when they differ.
+  const DType pd = kernels::batch_norm_param_dtype(x.dtype());
+  const Tensor weight = weight_in.defined() ? mixtape::cast(weight_in, pd) : Tensor();
+  const Tensor bias = bias_in.defined() ? mixtape::cast(bias_in, pd) : Tensor();
+  const BatchNormParams p{training, momentum, eps};
+  const auto normed = kernels::batch_norm(x, running_mean, running_var, weight, bias, p);
+  Tensor out = normed[0];
+  const Tensor save_mean = normed[1], save_invstd = normed[2];
+  if (!should_record({&x, &weight, &bias})) return out;
+  const Tensor sx = x.detach(), sw = weight.defined() ? weight.detach() : Tensor();
+  return record(OpKind::batch_norm, {&x, &weight, &bias}, out,
+                [sx, sw, save_mean, save_invstd, p](const Tensor& g, const Needs& needs) {
+                  auto [gx, gw, gb] = kernels::batch_norm_backward(g, sx, sw, save_mean, save_invstd,
+                                                                   {needs[0], needs[1], needs[2]}, p);
+                  return Grads{gx, gw, gb};
+                });
+}
 
 }  // namespace mixtape

@@ -97,4 +97,20 @@ Tensor operator-(double a, const Tensor& b);
 Tensor operator*(double a, const Tensor& b);
 Tensor operator/(double a, const Tensor& b);
 
+// ---- convolution, pooling, batch norm (NCHW contiguous) ----
+/// 2-D convolution (groups = 1): x (N, C, H, W), weight (OC, C, KH, KW), bias (OC) or undefined -> (N, OC, OH, OW).
+/// One op for autocast (lower precision, bias included, like PyTorch's conv2d).
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), int64_t stride = 1,
+              int64_t padding = 0, int64_t dilation = 1);
+/// Max pooling over kernel x kernel windows; stride <= 0 means stride = kernel. Padding reads as -inf.
+Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+/// Average pooling (padding counted in the divisor, PyTorch's count_include_pad=true); stride <= 0 means kernel.
+Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+/// Batch normalisation of x (N, C) or (N, C, ...) per channel C. Training: batch statistics (biased variance), and
+/// running_mean/running_var (if defined) updated in place with momentum and the unbiased variance; eval: running
+/// statistics. Statistics, running averages, weight and bias are float32 (f64 for f64 x) whatever x's dtype; the
+/// output has x's dtype. Pass-through under autocast.
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double momentum = 0.1, double eps = 1e-5);
+
 }  // namespace mixtape

@@ -55,6 +55,20 @@ struct AdamUpdate {
   int64_t step = 1;                     ///< 1-based step count, for bias correction
 };
 
+/// Geometry of a 2-D convolution (groups = 1).
+struct Conv2dParams {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
+};
+/// Geometry of a 2-D pooling window (no dilation, floor mode).
+struct Pool2dParams {
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+};
+/// Batch-norm settings: batch statistics in training, running ones in eval.
+struct BatchNormParams {
+  bool training = true;
+  double momentum = 0.1, eps = 1e-5;
+};
+
 /// One device's kernels.
 class Backend {
  public:
@@ -107,6 +121,32 @@ class Backend {
   /// One pass over every gradient (all of one dtype): multiplies each element by inv_scale in place and returns
   /// whether any element (before scaling) was inf or NaN. Grads with non-finite values are still scaled.
   virtual bool unscale_and_check(const std::vector<Tensor>& grads, double inv_scale) = 0;
+
+  // conv / pool / norm (NCHW contiguous, groups = 1). Defaults throw "not implemented on this backend".
+  /// out (N, OC, OH, OW) = conv(x (N, C, H, W), w (OC, C, KH, KW)) + b (OC) (b may be undefined).
+  virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& out, const Conv2dParams& p);
+  /// gx (N, C, H, W) from gy (N, OC, OH, OW) and w.
+  virtual void conv2d_backward_data(const Tensor& gy, const Tensor& w, const Tensor& gx, const Conv2dParams& p);
+  /// gw (OC, C, KH, KW) and gb (OC, may be undefined) from gy and x.
+  virtual void conv2d_backward_filter(const Tensor& gy, const Tensor& x, const Tensor& gw, const Tensor& gb,
+                                      const Conv2dParams& p);
+  /// Max pooling; indices (i64, out's shape) are flat positions in the input's H*W plane.
+  virtual void max_pool2d(const Tensor& x, const Tensor& out, const Tensor& indices, const Pool2dParams& p);
+  /// gx (zero-filled here) += gy at the saved indices.
+  virtual void max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Tensor& gx);
+  /// Average pooling (count_include_pad, as PyTorch's default).
+  virtual void avg_pool2d(const Tensor& x, const Tensor& out, const Pool2dParams& p);
+  virtual void avg_pool2d_backward(const Tensor& gy, const Tensor& gx, const Pool2dParams& p);
+  /// Batch norm over x viewed as (N, C, L). Statistics, running averages, weight and bias are float32 (f64 for f64 x);
+  /// save_mean/save_invstd (C) receive the statistics used (batch ones in training, running ones in eval); in
+  /// training the running averages are updated in place (unbiased variance). weight/bias may be undefined.
+  virtual void batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                          const Tensor& bias, const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd,
+                          const BatchNormParams& p);
+  /// Gradients of batch_norm; gx, gweight, gbias may each be undefined (not needed).
+  virtual void batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& weight, const Tensor& save_mean,
+                                   const Tensor& save_invstd, const Tensor& gx, const Tensor& gweight,
+                                   const Tensor& gbias, const BatchNormParams& p);
 };
 
 /// The backend of a device; throws mixtape::Error naming the device when it is not available.

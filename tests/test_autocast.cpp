@@ -58,6 +58,15 @@ std::vector<Case> cases() {
       {"mean", Want::input, [](const Tensor& a, const Tensor&) { return mean(a); }},
       {"max", Want::input, [](const Tensor& a, const Tensor&) { return max(a); }},
       {"reshape", Want::input, [](const Tensor& a, const Tensor&) { return reshape(a, Shape{16}); }},
+      // CNN ops: conv2d is in PyTorch's lower-precision list; pooling and batch_norm are in none (input dtype).
+      {"conv2d", Want::lower, [](const Tensor& a, const Tensor& b) {
+         return conv2d(reshape(a, Shape{1, 1, 4, 4}), reshape(b, Shape{4, 1, 2, 2}), Tensor(), 1, 0, 1);
+       }},
+      {"max_pool2d", Want::input, [](const Tensor& a, const Tensor&) { return max_pool2d(reshape(a, Shape{1, 1, 4, 4}), 2); }},
+      {"avg_pool2d", Want::input, [](const Tensor& a, const Tensor&) { return avg_pool2d(reshape(a, Shape{1, 1, 4, 4}), 2); }},
+      {"batch_norm", Want::input, [](const Tensor& a, const Tensor&) {
+         return batch_norm(a, zeros(Shape{4}), ones(Shape{4}), ones(Shape{4}), zeros(Shape{4}), true);
+       }},
   };
 }
 

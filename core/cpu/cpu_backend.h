@@ -38,6 +38,21 @@ class CpuBackend final : public Backend {
   void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                    const AdamUpdate& u) override;
   bool unscale_and_check(const std::vector<Tensor>& grads, double inv_scale) override;
+  // conv / pool (cpu_conv.cpp), batch norm (cpu_norm.cpp)
+  void conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& out, const Conv2dParams& p) override;
+  void conv2d_backward_data(const Tensor& gy, const Tensor& w, const Tensor& gx, const Conv2dParams& p) override;
+  void conv2d_backward_filter(const Tensor& gy, const Tensor& x, const Tensor& gw, const Tensor& gb,
+                              const Conv2dParams& p) override;
+  void max_pool2d(const Tensor& x, const Tensor& out, const Tensor& indices, const Pool2dParams& p) override;
+  void max_pool2d_backward(const Tensor& gy, const Tensor& indices, const Tensor& gx) override;
+  void avg_pool2d(const Tensor& x, const Tensor& out, const Pool2dParams& p) override;
+  void avg_pool2d_backward(const Tensor& gy, const Tensor& gx, const Pool2dParams& p) override;
+  void batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd,
+                  const BatchNormParams& p) override;
+  void batch_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& weight, const Tensor& save_mean,
+                           const Tensor& save_invstd, const Tensor& gx, const Tensor& gweight, const Tensor& gbias,
+                           const BatchNormParams& p) override;
 
  private:
   CpuAllocator allocator_;
