@@ -1,8 +1,10 @@
 // CPU elementwise kernels: broadcasting loops over the shared functors, casts, fills, random draws.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/cpu_simd.h"
 #include "core/functor_visit.h"
 
 namespace mixtape::cpu {
@@ -80,6 +82,66 @@ void for_each_broadcast(const Shape& out, const std::array<const Shape*, N>& ins
   }
 }
 
+/// The flat path of unary/binary ops on float, f16 and bf16 when every input has out's shape or is a scalar:
+/// f32 runs a plain loop over the buffers (no offset bookkeeping); f16/bf16 widen blocks into float with the
+/// vectorised conversions, apply f, and round the block back (store<T> of a float is that same rounding), so
+/// the bits are those of the generic loop. Returns false (nothing done) when the shapes need broadcasting.
+template <class T, int N, class F>
+bool flat_float_op(const Shape& out, const std::array<const Shape*, N>& ins, const std::array<const T*, N>& in,
+                   T* po, F f) {
+  constexpr bool is16 = std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>;
+  if constexpr (!std::is_same_v<T, float> && !is16) {
+    return false;
+  } else {
+    const int64_t total = out.numel();
+    std::array<bool, N> same;
+    for (int k = 0; k < N; ++k) {
+      same[k] = *ins[k] == out;
+      if (!same[k] && ins[k]->numel() != 1) return false;
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      if constexpr (N == 1) {
+        if (!same[0]) return false;
+        const float* px = in[0];
+        for (int64_t i = 0; i < total; ++i) po[i] = f(px[i]);
+      } else {
+        const float* pa = in[0];
+        const float* pb = in[1];
+        if (same[0] && same[1]) {
+          for (int64_t i = 0; i < total; ++i) po[i] = f(pa[i], pb[i]);
+        } else if (same[0]) {
+          const float vb = pb[0];
+          for (int64_t i = 0; i < total; ++i) po[i] = f(pa[i], vb);
+        } else if (same[1]) {
+          const float va = pa[0];
+          for (int64_t i = 0; i < total; ++i) po[i] = f(va, pb[i]);
+        } else {
+          return false;
+        }
+      }
+      return true;
+    } else {
+      constexpr int64_t kBlock = 512;
+      alignas(64) float buf[N][kBlock];
+      alignas(64) float res[kBlock];
+      for (int k = 0; k < N; ++k)
+        if (!same[k]) std::fill(buf[k], buf[k] + kBlock, static_cast<float>(in[k][0]));
+      for (int64_t i0 = 0; i0 < total; i0 += kBlock) {
+        const int64_t len = std::min(kBlock, total - i0);
+        for (int k = 0; k < N; ++k)
+          if (same[k]) widen(in[k] + i0, buf[k], len);
+        if constexpr (N == 1) {
+          for (int64_t j = 0; j < len; ++j) res[j] = f(buf[0][j]);
+        } else {
+          for (int64_t j = 0; j < len; ++j) res[j] = f(buf[0][j], buf[1][j]);
+        }
+        narrow(res, po + i0, len);
+      }
+      return true;
+    }
+  }
+}
+
 }  // namespace
 
 void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& out) {
@@ -89,6 +151,7 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, const Tensor& out) {
     const T* px = static_cast<const T*>(x.raw_data());
     T* po = static_cast<T*>(out.raw_data());
     visit_unary(op, [&](auto f) {
+      if (flat_float_op<T, 1>(out.shape(), {&x.shape()}, {px}, po, f)) return;
       for_each_broadcast<1>(out.shape(), {&x.shape()}, [&](int64_t i, const std::array<int64_t, 1>& o) {
         po[i] = store<T>(f(static_cast<A>(px[o[0]])));
       });
@@ -113,7 +176,8 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Ten
           });
         };
         if (out.dtype() == DType::u8) run(static_cast<uint8_t*>(out.raw_data()));
-        else run(static_cast<T*>(out.raw_data()));
+        else if (!flat_float_op<T, 2>(out.shape(), {&a.shape(), &b.shape()}, {pa, pb}, static_cast<T*>(out.raw_data()), f))
+          run(static_cast<T*>(out.raw_data()));
       });
     }
   });
@@ -139,6 +203,12 @@ void CpuBackend::cast(const Tensor& x, const Tensor& out) {
     dispatch_all(out.dtype(), [&](auto out_tag) {
       using T = typename decltype(out_tag)::type;
       T* po = static_cast<T*>(out.raw_data());
+      // float <-> f16/bf16: the vectorised conversions (bit-identical to the scalar ones below).
+      if constexpr (std::is_same_v<S, float> && (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>)) {
+        return narrow(px, po, n);
+      } else if constexpr (std::is_same_v<T, float> && (std::is_same_v<S, Half> || std::is_same_v<S, BFloat16>)) {
+        return widen(px, po, n);
+      }
       for (int64_t i = 0; i < n; ++i) {
         if constexpr (std::is_same_v<S, Half> || std::is_same_v<S, BFloat16>)
           po[i] = store<T>(static_cast<float>(px[i]));  // widening is exact

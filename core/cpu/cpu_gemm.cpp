@@ -1,9 +1,17 @@
-// CPU GEMM through Eigen. f16/bf16 operands are widened to float, accumulated in float, and the output is
-// rounded once (what tensor cores do); f32 and f64 map the buffers directly.
+// CPU GEMM through Eigen. f16/bf16 operands are widened to float (F16C/AVX2 where the CPU has them), accumulated
+// in float, and the output is rounded once (what tensor cores do); f32 and f64 map the buffers directly.
+// Float products use Eigen built for AVX2 + FMA (core/cpu/cpu_simd_gemm.cpp) when the CPU has them.
+// Large products are split across the hardware threads by blocks of output rows (or columns): each block is
+// an independent Eigen product and the split depends only on the shape and the thread count, so results are
+// the same bits run to run.
 #include <Eigen/Core>
+#include <algorithm>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/cpu_simd.h"
 
 namespace mixtape::cpu {
 
@@ -11,15 +19,24 @@ namespace {
 
 template <class S>
 using RowMat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-/// C = alpha * op(A) op(B) + beta * C on already-widened row-major buffers.
 template <class S>
-void gemm_mapped(const S* a, const S* b, S* c, const GemmArgs& g) {
-  const int64_t ar = g.trans_a ? g.k : g.m, ac = g.trans_a ? g.m : g.k;
-  const int64_t br = g.trans_b ? g.n : g.k, bc = g.trans_b ? g.k : g.n;
-  Eigen::Map<const RowMat<S>> A(a, ar, ac);
-  Eigen::Map<const RowMat<S>> B(b, br, bc);
-  Eigen::Map<RowMat<S>> C(c, g.m, g.n);
+using CMap = Eigen::Map<const RowMat<S>, 0, Eigen::OuterStride<>>;
+template <class S>
+using MMap = Eigen::Map<RowMat<S>, 0, Eigen::OuterStride<>>;
+
+/// C[m x n] = alpha * op(A) op(B) + beta * C on row-major buffers with leading dimensions lda, ldb, ldc.
+template <class S>
+void gemm_block(const S* a, int64_t lda, const S* b, int64_t ldb, S* c, int64_t ldc, int64_t m, int64_t n,
+                const GemmArgs& g) {
+  const int64_t k = g.k;
+  if constexpr (std::is_same_v<S, float>) {
+    if (simd_avx2_f16c() && gemm_f32_avx2(a, lda, g.trans_a, b, ldb, g.trans_b, c, ldc, m, n, k,
+                                          static_cast<float>(g.alpha), g.beta))
+      return;
+  }
+  CMap<S> A(a, g.trans_a ? k : m, g.trans_a ? m : k, Eigen::OuterStride<>(lda));
+  CMap<S> B(b, g.trans_b ? n : k, g.trans_b ? k : n, Eigen::OuterStride<>(ldb));
+  MMap<S> C(c, m, n, Eigen::OuterStride<>(ldc));
   const S alpha = static_cast<S>(g.alpha);
   auto product = [&](const auto& lhs, const auto& rhs) {
     if (g.beta == 0.0) {
@@ -35,10 +52,46 @@ void gemm_mapped(const S* a, const S* b, S* c, const GemmArgs& g) {
   else product(A.transpose(), B.transpose());
 }
 
-/// Widens n elements of a 16-bit type into float.
-template <class T>
-void widen(const T* src, float* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+int hardware_threads() {
+  static const int n = [] {
+    Eigen::initParallel();
+    return std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, 64);
+  }();
+  return n;
+}
+
+/// C = alpha * op(A) op(B) + beta * C on row-major buffers, split across threads when large enough.
+template <class S>
+void gemm_mapped(const S* a, const S* b, S* c, const GemmArgs& g) {
+  const int64_t m = g.m, n = g.n, k = g.k;
+  const int64_t lda = g.trans_a ? m : k, ldb = g.trans_b ? k : n, ldc = n;
+  constexpr int64_t kMinWork = int64_t{1} << 21;  // multiply-adds per thread worth a thread start
+  constexpr int64_t kAlign = 32;                  // block edges on multiples of Eigen's register blocking
+  const bool split_m = m >= n;
+  const int64_t extent = split_m ? m : n;
+  int64_t parts = std::min<int64_t>({hardware_threads(), m * n * k / kMinWork, extent / kAlign});
+  if (parts <= 1) return gemm_block(a, lda, b, ldb, c, ldc, m, n, g);
+  const int64_t step = (extent / parts + kAlign - 1) / kAlign * kAlign;
+  parts = (extent + step - 1) / step;
+  auto run = [&](int64_t p) {
+    const int64_t lo = p * step, len = std::min(extent, lo + step) - lo;
+    if (split_m) {
+      gemm_block(a + (g.trans_a ? lo : lo * lda), lda, b, ldb, c + lo * ldc, ldc, len, n, g);
+    } else {
+      gemm_block(a, lda, b + (g.trans_b ? lo * ldb : lo), ldb, c + lo, ldc, m, len, g);
+    }
+  };
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(parts - 1));
+  for (int64_t p = 1; p < parts; ++p) workers.emplace_back(run, p);
+  run(0);
+  for (auto& t : workers) t.join();
+}
+
+/// A per-thread float buffer of at least n elements, reused across calls.
+float* scratch(std::vector<float>& buf, int64_t n) {
+  if (buf.size() < static_cast<size_t>(n)) buf.resize(static_cast<size_t>(n));
+  return buf.data();
 }
 
 }  // namespace
@@ -53,15 +106,18 @@ void CpuBackend::gemm(const GemmArgs& g) {
       for (int64_t i = 0; i < g.batch; ++i) gemm_mapped<T>(pa + i * g.stride_a, pb + i * g.stride_b, pc + i * g.stride_out, g);
     } else {
       const int64_t na = g.m * g.k, nb = g.k * g.n, nc = g.m * g.n;
-      std::vector<float> fa(static_cast<size_t>(na)), fb(static_cast<size_t>(nb)), fc(static_cast<size_t>(nc));
+      thread_local std::vector<float> buf_a, buf_b, buf_c;
+      float* fa = scratch(buf_a, na);
+      float* fb = scratch(buf_b, nb);
+      float* fc = scratch(buf_c, nc);
       for (int64_t i = 0; i < g.batch; ++i) {
         // Shared (stride 0) operands are widened once.
-        if (i == 0 || g.stride_a) widen(pa + i * g.stride_a, fa.data(), na);
-        if (i == 0 || g.stride_b) widen(pb + i * g.stride_b, fb.data(), nb);
+        if (i == 0 || g.stride_a) widen(pa + i * g.stride_a, fa, na);
+        if (i == 0 || g.stride_b) widen(pb + i * g.stride_b, fb, nb);
         T* c = pc + i * g.stride_out;
-        if (g.beta != 0.0) widen(c, fc.data(), nc);
-        gemm_mapped<float>(fa.data(), fb.data(), fc.data(), g);
-        for (int64_t j = 0; j < nc; ++j) c[j] = T(fc[static_cast<size_t>(j)]);
+        if (g.beta != 0.0) widen(c, fc, nc);
+        gemm_mapped<float>(fa, fb, fc, g);
+        narrow(fc, c, nc);
       }
     }
   });
