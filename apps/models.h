@@ -10,7 +10,9 @@ namespace mixtape::app {
 
 /// Names accepted by make_model.
 std::vector<std::string> model_names();
-/// "mlp": 784 -> 1024 -> 1024 -> 10 with ReLU (inputs (N, 784) or (N, 1, 28, 28)); throws for unknown names.
+/// "mlp": 784 -> 1024 -> 1024 -> 10 with ReLU (inputs (N, 784) or (N, 1, 28, 28)); "cnn": conv(1->32, 3x3, pad 1)-BN-
+/// ReLU-maxpool 2 -> conv(32->64, 3x3, pad 1)-BN-ReLU-maxpool 2 -> flatten -> 3136 -> 128 -> 10 (same inputs, reshaped
+/// to (N, 1, 28, 28)); throws for unknown names.
 std::shared_ptr<nn::Module> make_model(const std::string& name);
 
 }  // namespace mixtape::app
