@@ -10,17 +10,14 @@
 #include "apps/trainer.h"
 #include "core/safetensors.h"
 #include "data/dataset.h"
+#include "fashion_mnist_available.h"
 
 using namespace mixtape;
+using mixtape::testing::have_fashion_mnist;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
-
-bool have_fashion_mnist() {
-  const fs::path dir(data::default_fashion_mnist_dir());
-  return fs::exists(dir / "train-images-idx3-ubyte.gz") || fs::exists(dir / "train-images-idx3-ubyte");
-}
 
 app::TrainResult run(app::TrainConfig c, const std::string& precision) {
   std::ostringstream log;

@@ -12,17 +12,14 @@
 #include "core/backend.h"
 #include "core/safetensors.h"
 #include "data/dataset.h"
+#include "fashion_mnist_available.h"
 
 using namespace mixtape;
+using mixtape::testing::have_fashion_mnist;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
-
-bool have_fashion_mnist() {
-  return fs::exists(fs::path(data::default_fashion_mnist_dir()) / "train-images-idx3-ubyte.gz") ||
-         fs::exists(fs::path(data::default_fashion_mnist_dir()) / "train-images-idx3-ubyte");
-}
 
 struct TempDir {
   fs::path path;

@@ -14,6 +14,7 @@
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "data/dataset.h"
+#include "fashion_mnist_available.h"
 
 using namespace mixtape;
 namespace fs = std::filesystem;
@@ -35,8 +36,7 @@ TEST_CASE("the cnn model maps (N, 784) to (N, 10) and every parameter gets a gra
 }
 
 TEST_CASE("training the cnn for a few steps on Fashion-MNIST lowers the loss", "[conv][train]") {
-  if (!fs::exists(fs::path(data::default_fashion_mnist_dir()) / "train-images-idx3-ubyte.gz") &&
-      !fs::exists(fs::path(data::default_fashion_mnist_dir()) / "train-images-idx3-ubyte")) {
+  if (!testing::have_fashion_mnist()) {
     WARN("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): skipping");
     return;
   }
