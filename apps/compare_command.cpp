@@ -8,7 +8,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "apps/models.h"
+#include "apps/train_command.h"
 
 namespace mixtape::app {
 
@@ -71,28 +71,14 @@ CLI::App* add_compare_command(CLI::App& app, CompareOptions& o) {
       "final loss, test accuracy, skipped steps and the final loss scale. Per-step loss and loss-scale CSVs go to\n"
       "--out; --plot FILE.png draws the loss curves with gnuplot (Debian: gnuplot-nox).\n"
       "Example: mixtape compare --model mlp --epochs 3 --plot loss.png\n");
-  TrainConfig& c = o.base;
-  std::string models;
-  for (const auto& m : model_names()) models += (models.empty() ? "" : ", ") + m;
-  cmd->add_option("--model", c.model, "Model to train (" + models + ")")->capture_default_str();
+  add_run_options(cmd, o.base);
   cmd->add_option("--precisions", o.precisions, "Comma-separated precisions; the first is the baseline")
       ->delimiter(',')
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
-  cmd->add_option("--device", c.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
-  cmd->add_option("--epochs", c.epochs, "Epochs per run")->capture_default_str()->check(CLI::Range(1, 100000));
-  cmd->add_option("--batch", c.batch, "Batch size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--lr", c.lr, "Learning rate")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--optimizer", c.optimizer, "sgd, adam or adamw")->capture_default_str()->check(CLI::IsMember({"sgd", "adam", "adamw"}));
-  cmd->add_option("--seed", c.seed, "Seed shared by every run")->capture_default_str();
-  cmd->add_option("--data", c.data_dir, "Directory holding the Fashion-MNIST IDX files")->check(CLI::ExistingDirectory);
-  cmd->add_option("--limit", c.limit, "Use only the first N training samples")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-  cmd->add_option("--test-limit", c.test_limit, "Use only the first N test samples")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-  cmd->add_option("--loss-scale", c.loss_scale, "auto (on for fp16 only), on or off")->capture_default_str()->check(CLI::IsMember({"auto", "on", "off"}));
   cmd->add_option("--out", o.out_dir, "Directory for the per-step CSVs")->capture_default_str();
   cmd->add_option("--plot", o.plot_path, "Draw the loss curves into this PNG (needs gnuplot)");
   cmd->add_flag("--json", o.json, "Print one JSON object per run instead of the table");
-  cmd->add_flag("!--no-progress", c.progress, "Do not report progress on stderr");
   return cmd;
 }
 

@@ -9,32 +9,14 @@
 
 namespace mixtape::app {
 
-CLI::App* add_train_command(CLI::App& app, TrainConfig& c, bool& json) {
-  CLI::App* cmd = app.add_subcommand("train", "Train a model on Fashion-MNIST in fp32, fp16 or bf16");
+void add_run_options(CLI::App* cmd, TrainConfig& c) {
   std::string models;
   for (const auto& m : model_names()) models += (models.empty() ? "" : ", ") + m;
-  cmd->footer(
-      "Trains on Fashion-MNIST's 60,000 training images and reports the accuracy on its 10,000 test images after\n"
-      "every epoch. Data come from Debian's dataset-fashion-mnist package (" +
-      data::default_fashion_mnist_dir() +
-      ") unless --data DIR is given.\n"
-      "Progress goes to stderr (a live bar on a terminal). --save writes a checkpoint (safetensors: weights,\n"
-      "optimizer state, step, RNG state, config) after every epoch, atomically; --resume continues a saved run\n"
-      "exactly, up to --epochs in total.\n"
-      "--precision fp16|bf16 trains with automatic mixed precision: float32 master weights, matmuls in the\n"
-      "lower precision, softmax/losses/reductions in float32 (amp/policy), and for fp16 a GradScaler that scales\n"
-      "the loss, skips steps whose gradients overflowed and adapts the scale.\n"
-      "Example: mixtape train --model mlp --epochs 3 --optimizer adam --lr 1e-3 --batch 128 --precision bf16\n");
   cmd->add_option("--model", c.model, "Model to train (" + models + ")")->capture_default_str();
   cmd->add_option("--device", c.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
-  cmd->add_option("--precision", c.precision, "fp32, fp16 or bf16 (autocast with float32 masters)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
   cmd->add_option("--loss-scale", c.loss_scale, "Dynamic loss scaling: auto (on for fp16 only), on or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
-  cmd->add_flag("--amp-report", c.amp_report,
-                "After training, print per op type the dtype it ran in, casts inserted, bytes cast and cache hits");
   cmd->add_option("--epochs", c.epochs, "Total number of epochs")->capture_default_str()->check(CLI::Range(1, 100000));
   cmd->add_option("--batch", c.batch, "Batch size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--lr", c.lr, "Learning rate")->capture_default_str()->check(CLI::PositiveNumber);
@@ -49,11 +31,33 @@ CLI::App* add_train_command(CLI::App& app, TrainConfig& c, bool& json) {
   cmd->add_option("--limit", c.limit, "Use only the first N training samples")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   cmd->add_option("--test-limit", c.test_limit, "Use only the first N test samples")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-  cmd->add_option("--log", c.log_path, "Write a per-step CSV (step,epoch,loss,lr) to FILE");
+  cmd->add_flag("!--no-progress", c.progress, "Do not report progress on stderr");
+}
+
+CLI::App* add_train_command(CLI::App& app, TrainConfig& c, bool& json) {
+  CLI::App* cmd = app.add_subcommand("train", "Train a model on Fashion-MNIST in fp32, fp16 or bf16");
+  cmd->footer(
+      "Trains on Fashion-MNIST's 60,000 training images and reports the accuracy on its 10,000 test images after\n"
+      "every epoch. Data come from Debian's dataset-fashion-mnist package (" +
+      data::default_fashion_mnist_dir() +
+      ") unless --data DIR is given.\n"
+      "Progress goes to stderr (a live bar on a terminal). --save writes a checkpoint (safetensors: weights,\n"
+      "optimizer state, step, RNG state, config) after every epoch, atomically; --resume continues a saved run\n"
+      "exactly, up to --epochs in total.\n"
+      "--precision fp16|bf16 trains with automatic mixed precision: float32 master weights, matmuls in the\n"
+      "lower precision, softmax/losses/reductions in float32 (amp/policy), and for fp16 a GradScaler that scales\n"
+      "the loss, skips steps whose gradients overflowed and adapts the scale.\n"
+      "Example: mixtape train --model mlp --epochs 3 --optimizer adam --lr 1e-3 --batch 128 --precision bf16\n");
+  add_run_options(cmd, c);
+  cmd->add_option("--precision", c.precision, "fp32, fp16 or bf16 (autocast with float32 masters)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
+  cmd->add_flag("--amp-report", c.amp_report,
+                "After training, print per op type the dtype it ran in, casts inserted, bytes cast and cache hits");
+  cmd->add_option("--log", c.log_path, "Write a per-step CSV (step,epoch,loss,lr,loss_scale,skipped) to FILE");
   cmd->add_option("--save", c.save_path, "Write a checkpoint to FILE after every epoch");
   cmd->add_option("--resume", c.resume_path, "Continue from a checkpoint written by --save")->check(CLI::ExistingFile);
   cmd->add_flag("--json", json, "Print the results as one JSON object (the last line of stdout)");
-  cmd->add_flag("!--no-progress", c.progress, "Do not report progress on stderr");
   return cmd;
 }
 

@@ -6,6 +6,9 @@
 
 namespace mixtape::app {
 
+/// Adds the options `train` and `compare` share (model, device, optimizer, data, ...) to `cmd`, bound to `config`.
+void add_run_options(CLI::App* cmd, TrainConfig& config);
+
 /// Adds the `train` subcommand, its options bound to `config` and `json`.
 CLI::App* add_train_command(CLI::App& app, TrainConfig& config, bool& json);
 
