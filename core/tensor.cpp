@@ -247,20 +247,24 @@ template Tensor from_vector<uint8_t>(const std::vector<uint8_t>&, const Shape&, 
 template Tensor from_vector<Half>(const std::vector<Half>&, const Shape&, DType, Device);
 template Tensor from_vector<BFloat16>(const std::vector<BFloat16>&, const Shape&, DType, Device);
 
-Tensor rand(const Shape& shape, DType dtype, Device device, Generator* gen, double low, double high) {
-  MIXTAPE_CHECK(is_floating(dtype), "rand: expected a floating dtype, got ", dtype_name(dtype));
+namespace {
+/// A counter-based draw of `kind` from `gen` (the default generator when null).
+Tensor random_tensor(const char* what, RandomKind kind, const Shape& shape, DType dtype, Device device, Generator* gen,
+                     double a, double b) {
+  MIXTAPE_CHECK(is_floating(dtype), what, ": expected a floating dtype, got ", dtype_name(dtype));
   Generator& g = gen ? *gen : default_generator();
   Tensor t = Tensor::empty(shape, dtype, device);
-  backend_for(device).random(t, RandomKind::uniform, g.seed(), g.next_offset(), low, high);
+  backend_for(device).random(t, kind, g.seed(), g.next_offset(), a, b);
   return t;
+}
+}  // namespace
+
+Tensor rand(const Shape& shape, DType dtype, Device device, Generator* gen, double low, double high) {
+  return random_tensor("rand", RandomKind::uniform, shape, dtype, device, gen, low, high);
 }
 
 Tensor randn(const Shape& shape, DType dtype, Device device, Generator* gen, double mean, double std) {
-  MIXTAPE_CHECK(is_floating(dtype), "randn: expected a floating dtype, got ", dtype_name(dtype));
-  Generator& g = gen ? *gen : default_generator();
-  Tensor t = Tensor::empty(shape, dtype, device);
-  backend_for(device).random(t, RandomKind::normal, g.seed(), g.next_offset(), mean, std);
-  return t;
+  return random_tensor("randn", RandomKind::normal, shape, dtype, device, gen, mean, std);
 }
 
 Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype(), t.device()); }
