@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "pytorch_reference.h"
 #include "amp/grad_scaler.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -44,37 +45,13 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // ---------------------------------------------------------------------------------------------------------
 
 const json& reference() {
-  static const json data = [] {
-    const std::filesystem::path path =
-        std::filesystem::path(__FILE__).parent_path() / "data" / "grad_scaler_reference.json";
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error("cannot open the PyTorch reference " + path.string());
-    return json::parse(in);
-  }();
+  static const json data = testing::load_reference("grad_scaler_reference.json");
   return data;
 }
 
-/// A number of the reference: finite values are JSON numbers, the others the strings "nan", "inf", "-inf".
-double number(const json& v) {
-  if (v.is_number()) return v.get<double>();
-  const std::string s = v.get<std::string>();
-  if (s == "nan") return kNaN;
-  if (s == "inf") return kInf;
-  if (s == "-inf") return -kInf;
-  throw std::runtime_error("bad number in the reference: " + s);
-}
-
-std::vector<double> numbers(const json& v) {
-  std::vector<double> out;
-  for (const json& x : v) out.push_back(number(x));
-  return out;
-}
-
-DType dtype_of_name(const std::string& s) {
-  if (s == "float64") return DType::f64;
-  if (s == "float32") return DType::f32;
-  throw std::runtime_error("bad dtype in the reference: " + s);
-}
+using testing::dtype_of_name;
+using testing::number;
+using testing::numbers;
 
 /// "" when `t` holds exactly `expected` (rounded once to t's dtype; NaN matches NaN), else the first mismatch.
 std::string bit_mismatch(const Tensor& t, const std::vector<double>& expected) {
