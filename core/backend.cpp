@@ -3,6 +3,7 @@
 #include <cstring>
 
 #ifdef MIXTAPE_WITH_CUDA
+#include "cuda/cuda_backend.h"
 #include "cuda/cuda_runtime_info.h"
 #endif
 
@@ -18,7 +19,7 @@ int cuda_device_count() {
 
 bool device_available(Device device) {
   if (device.is_cpu()) return true;
-  return false;  // the CUDA backend's kernels land with the CUDA backend issue
+  return device.index >= 0 && device.index < cuda_device_count();
 }
 
 Backend& backend_for(Device device) {
@@ -26,10 +27,12 @@ Backend& backend_for(Device device) {
 #ifdef MIXTAPE_WITH_CUDA
   const int n = cuda_device_count();
   if (n == 0)
-    throw Error(detail::cat("device ", device.to_string(),
-                            " requested but no CUDA device is available (no GPU or no driver); use the cpu device"));
-  throw Error(detail::cat("device ", device.to_string(), ": this build finds ", n,
-                          " CUDA device(s) but its CUDA tensor backend is not implemented yet; use the cpu device"));
+    throw Error(detail::cat("device ", device.to_string(), " requested but no CUDA device is available (",
+                            cuda::no_device_reason(), "); use the cpu device"));
+  if (device.index < 0 || device.index >= n)
+    throw Error(detail::cat("device ", device.to_string(), " requested but this machine has ", n,
+                            " CUDA device(s) (cuda:0", n > 1 ? detail::cat("..cuda:", n - 1) : std::string(), ")"));
+  return cuda::backend(device.index);
 #else
   throw Error(detail::cat("device ", device.to_string(),
                           " requested but mixtape was built without CUDA (configure with -DMIXTAPE_CUDA=ON)"));
@@ -46,7 +49,10 @@ void copy_between_devices(const Tensor& src, const Tensor& dst) {
   }
   // Any CUDA endpoint needs the CUDA backend; backend_for explains why it is unavailable.
   backend_for(src.device().is_cpu() ? dst.device() : src.device());
-  throw Error("copy between devices: the CUDA backend has no transfer path yet");
+  if (!dst.device().is_cpu()) backend_for(dst.device());
+#ifdef MIXTAPE_WITH_CUDA
+  cuda::copy_across_devices(src, dst);
+#endif
 }
 
 const char* op_name(UnaryOp op) {

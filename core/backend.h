@@ -29,6 +29,14 @@ const char* op_name(ReduceOp op);
 /// True for eq/ne/lt/le/gt/ge.
 constexpr bool is_comparison(BinaryOp op) { return op >= BinaryOp::eq && op <= BinaryOp::ge; }
 
+/// What a GEMM does to its result before the one rounding into out's dtype (cuBLASLt's epilogues).
+enum class GemmEpilogue : uint8_t {
+  none,       ///< out = alpha * op(a) @ op(b) + beta * out
+  bias,       ///< ... + bias[None, :]
+  bias_relu,  ///< relu(... + bias[None, :])
+  bias_gelu   ///< gelu(... + bias[None, :]) (tanh approximation, as fn::Gelu)
+};
+
 /// out[b] = alpha * op(a[b]) @ op(b[b]) + beta * out[b], op = transpose when the flag is set.
 /// a: (batch, m, k) or (batch, k, m) if trans_a; b: (batch, k, n) or (batch, n, k) if trans_b; out: (batch, m, n).
 /// A batch stride of 0 reuses one matrix for every batch entry. Accumulation is in float (double for f64),
@@ -39,6 +47,13 @@ struct GemmArgs {
   int64_t batch = 1, m = 0, n = 0, k = 0;
   int64_t stride_a = 0, stride_b = 0, stride_out = 0;  ///< elements between batch entries
   double alpha = 1.0, beta = 0.0;
+  /// Optional epilogue (batch == 1 only): bias is (n) in out's dtype, added in float before the activation,
+  /// and the result is rounded once.
+  GemmEpilogue epilogue = GemmEpilogue::none;
+  Tensor bias;
+  /// Optional (batch == 1 only): receives a_sums[i] = sum_k op(a)[i, k] in a's dtype, rounded once (a Linear's
+  /// bias gradient in the same pass as its weight gradient: a = grad_out with trans_a, cuBLASLt's BGRAD epilogue).
+  Tensor a_sums;
 };
 
 /// Hyper-parameters of one SGD update (PyTorch's torch.optim.SGD semantics).
@@ -46,6 +61,12 @@ struct SgdUpdate {
   double lr = 0.01, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;
   bool nesterov = false;
   bool first_step = false;  ///< the momentum buffer is initialised to the gradient on the first step
+  /// Optional f16/bf16 tensor of param's shape on param's device: receives the updated param rounded once, in
+  /// the same pass (the autocast compute copy).
+  Tensor compute_copy;
+  /// Optional one-element f32 tensor on param's device: when it is nonzero the whole update is skipped (param,
+  /// state and compute copy untouched), decided on the device without a host round-trip.
+  Tensor found_inf;
 };
 
 /// Hyper-parameters of one Adam/AdamW update (PyTorch's torch.optim.Adam / AdamW semantics).
@@ -53,6 +74,14 @@ struct AdamUpdate {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   bool decoupled_weight_decay = false;  ///< AdamW: param *= 1 - lr * weight_decay before the Adam step
   int64_t step = 1;                     ///< 1-based step count, for bias correction
+  Tensor compute_copy;                  ///< as SgdUpdate::compute_copy
+  Tensor found_inf;                     ///< as SgdUpdate::found_inf
+};
+
+/// The rule of amp::GradScaler::update(), applied on the device (see amp/grad_scaler.h).
+struct LossScaleUpdate {
+  double growth_factor = 2.0, backoff_factor = 0.5, min_scale = 0.0, max_scale = 16777216.0;
+  int64_t growth_interval = 2000, hysteresis = 1;
 };
 
 /// Geometry of a 2-D convolution (groups = 1).
@@ -121,6 +150,15 @@ class Backend {
   /// One pass over every gradient (all of one dtype): multiplies each element by inv_scale in place and returns
   /// whether any element (before scaling) was inf or NaN. Grads with non-finite values are still scaled.
   virtual bool unscale_and_check(const std::vector<Tensor>& grads, double inv_scale) = 0;
+  /// The same pass without a host round-trip: inv_scale = float32(1 / double(scale)) is computed on the device
+  /// from `scale` (one-element f32); `found_inf` (one-element f32) is set to 1 when any element is inf/NaN and
+  /// left as it was otherwise (callers zero it once per step, so several groups accumulate into it).
+  /// One launch for all gradients on CUDA (multi-tensor).
+  virtual void unscale_and_check_into(const std::vector<Tensor>& grads, const Tensor& scale, const Tensor& found_inf);
+  /// GradScaler::update() on the device: scale (f32), growth_tracker and hysteresis_tracker (i64), all
+  /// one-element, updated in place from found_inf (f32, nonzero = overflow).
+  virtual void update_loss_scale(const Tensor& scale, const Tensor& growth_tracker, const Tensor& hysteresis_tracker,
+                                 const Tensor& found_inf, const LossScaleUpdate& u);
 
   // conv / pool / norm (NCHW contiguous, groups = 1). Defaults throw "not implemented on this backend".
   /// out (N, OC, OH, OW) = conv(x (N, C, H, W), w (OC, C, KH, KW)) + b (OC) (b may be undefined).

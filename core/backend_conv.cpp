@@ -1,4 +1,5 @@
-// Default (throwing) implementations of the conv / pool / norm family, for backends that lack it.
+// Default (throwing) implementations of the optional families (conv / pool / norm, device-side AMP), for
+// backends that lack them.
 #include "core/backend.h"
 
 #include "core/error.h"
@@ -33,6 +34,13 @@ void Backend::batch_norm(const Tensor&, const Tensor&, const Tensor&, const Tens
 void Backend::batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                   const Tensor&, const Tensor&, const Tensor&, const BatchNormParams&) {
   missing(*this, "batch_norm backward");
+}
+
+void Backend::unscale_and_check_into(const std::vector<Tensor>&, const Tensor&, const Tensor&) {
+  missing(*this, "unscale_and_check_into");
+}
+void Backend::update_loss_scale(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const LossScaleUpdate&) {
+  missing(*this, "update_loss_scale");
 }
 
 }  // namespace mixtape
