@@ -3,8 +3,13 @@
 #include <array>
 #include <mutex>
 
+#include <cstring>
+#include <string>
+
+#include "core/caching_allocator.h"
 #include "cuda/check.h"
 #include "cuda/cuda_runtime_info.h"
+#include "cuda/pinned_pool.h"
 
 namespace mixtape::cuda {
 
@@ -19,29 +24,58 @@ DeviceGuard::~DeviceGuard() {
 
 namespace {
 
-/// Plain cudaMallocAsync/cudaFreeAsync on the device's stream, with current/peak accounting.
-class StreamAllocator final : public Allocator {
+/// cudaMalloc/cudaFree on one device: the raw blocks of its CachingAllocator. cudaFree waits for the device,
+/// so a segment is never released while a kernel may still use it.
+class CudaMallocResource final : public RawMemoryResource {
  public:
-  StreamAllocator(int index, cudaStream_t stream) : index_(index), stream_(stream) {}
+  explicit CudaMallocResource(int index) : index_(index) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, index) == cudaSuccess) total_ = prop.totalGlobalMem;
+    (void)cudaGetLastError();
+  }
   void* allocate(size_t bytes) override {
-    if (bytes == 0) return nullptr;
     DeviceGuard g(index_);
     void* p = nullptr;
-    MIXTAPE_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream_));
-    record_alloc(bytes);
+    const cudaError_t err = cudaMalloc(&p, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();  // out of memory is an answer: the allocator releases its cache and retries
+      return nullptr;
+    }
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw_cuda_error(detail::cat("cudaMalloc(", bytes, " bytes) on cuda:", index_).c_str(), err, __FILE__, __LINE__);
+    }
     return p;
   }
-  void deallocate(void* ptr, size_t bytes) override {
-    if (!ptr) return;
-    DeviceGuard g(index_);
-    (void)cudaFreeAsync(ptr, stream_);  // never throws from a destructor path
-    record_free(bytes);
+  void deallocate(void* ptr, size_t /*bytes*/) noexcept override {
+    int previous = -1;
+    if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
+    if (previous != index_) (void)cudaSetDevice(index_);
+    (void)cudaFree(ptr);
+    if (previous >= 0 && previous != index_) (void)cudaSetDevice(previous);
+    (void)cudaGetLastError();
   }
+  std::string device_name() const override { return detail::cat("cuda:", index_); }
+  size_t total_bytes() const override { return total_; }
 
  private:
   int index_;
-  cudaStream_t stream_;
+  size_t total_ = 0;
 };
+
+/// Makes `waiter` wait on the device for everything queued so far on `signaller` (no host synchronisation).
+void stream_wait(int signaller_device, cudaStream_t signaller, cudaStream_t waiter) {
+  DeviceGuard g(signaller_device);
+  cudaEvent_t ev = nullptr;
+  MIXTAPE_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  cudaError_t err = cudaEventRecord(ev, signaller);
+  if (err == cudaSuccess) err = cudaStreamWaitEvent(waiter, ev, 0);
+  (void)cudaEventDestroy(ev);  // released once the event completes; the wait stays valid
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw_cuda_error("cudaEventRecord/cudaStreamWaitEvent between two devices' streams", err, __FILE__, __LINE__);
+  }
+}
 
 }  // namespace
 
@@ -52,7 +86,7 @@ CudaBackend::CudaBackend(int index) : index_(index) {
                        : ::mixtape::detail::cat("this machine has ", n, " CUDA device(s) (cuda:0..cuda:", n - 1, ")"));
   DeviceGuard g(index_);
   MIXTAPE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  allocator_ = std::make_unique<StreamAllocator>(index_, stream_);
+  allocator_ = std::make_unique<CachingAllocator>(std::make_unique<CudaMallocResource>(index_));
 }
 
 CudaBackend::~CudaBackend() {
@@ -119,20 +153,51 @@ void copy_across_devices(const Tensor& src, const Tensor& dst) {
   if (src.device().is_cuda() && dst.device().is_cuda()) {
     CudaBackend& from = backend_of(src);
     CudaBackend& to = backend_of(dst);
-    from.synchronize();  // the source is complete
-    DeviceGuard g(to.index());
-    MIXTAPE_CUDA_CHECK(cudaMemcpyPeerAsync(dst.raw_data(), to.index(), src.raw_data(), from.index(), bytes, to.stream()));
+    if (from.index() == to.index()) {
+      DeviceGuard g(to.index());
+      MIXTAPE_CUDA_CHECK(
+          cudaMemcpyAsync(dst.raw_data(), src.raw_data(), bytes, cudaMemcpyDeviceToDevice, to.stream()));
+      return;
+    }
+    // Stream-ordered both ways: the copy (on the destination's stream) starts after the source is written,
+    // and the source's stream may not reuse the source's block before the copy has read it.
+    stream_wait(from.index(), from.stream(), to.stream());
+    {
+      DeviceGuard g(to.index());
+      MIXTAPE_CUDA_CHECK(
+          cudaMemcpyPeerAsync(dst.raw_data(), to.index(), src.raw_data(), from.index(), bytes, to.stream()));
+    }
+    stream_wait(to.index(), to.stream(), from.stream());
     return;
   }
-  if (dst.device().is_cuda()) {  // host -> device
+  if (dst.device().is_cuda()) {  // host -> device: asynchronous, the stream orders it before later kernels
     CudaBackend& to = backend_of(dst);
     DeviceGuard g(to.index());
-    MIXTAPE_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), bytes, cudaMemcpyHostToDevice, to.stream()));
-    // A pageable host source may be reused by the caller as soon as we return.
-    MIXTAPE_CUDA_CHECK(cudaStreamSynchronize(to.stream()));
+    const void* host = src.raw_data();
+    if (pinned::contains(host, bytes)) {
+      // Already pinned (DataLoader with pin_memory, cuda::empty_pinned): copy straight from it; the block is
+      // not recycled before the copy has completed.
+      MIXTAPE_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), host, bytes, cudaMemcpyHostToDevice, to.stream()));
+      pinned::record_use(host, to.index(), to.stream());
+      return;
+    }
+    // Pageable: stage through a pinned block so the caller may reuse its buffer at once, without waiting for
+    // the device. The staging block returns to the cache, reusable once this copy has completed.
+    void* staging = pinned::acquire(bytes);
+    try {
+      std::memcpy(staging, host, bytes);
+      MIXTAPE_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), staging, bytes, cudaMemcpyHostToDevice, to.stream()));
+      pinned::record_use(staging, to.index(), to.stream());
+    } catch (...) {
+      (void)cudaStreamSynchronize(to.stream());  // nothing may still read the block we give back
+      pinned::release(staging);
+      throw;
+    }
+    pinned::release(staging);
     return;
   }
-  CudaBackend& from = backend_of(src);  // device -> host
+  // device -> host: the host needs the data, so wait for it (and for every kernel that produced it).
+  CudaBackend& from = backend_of(src);
   DeviceGuard g(from.index());
   MIXTAPE_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), bytes, cudaMemcpyDeviceToHost, from.stream()));
   MIXTAPE_CUDA_CHECK(cudaStreamSynchronize(from.stream()));
