@@ -1,6 +1,6 @@
 #pragma once
-// Elementwise kernels generated from the shared functors of core/functors.h (DESIGN §3): the math is
-// written once and runs on the CPU backend and, through these launchers, on the GPU.
+// A raw-pointer entry to the generic elementwise kernels of cuda/cuda_elementwise.cu (generated from the shared
+// functors of core/functors.h, DESIGN §3): the math is written once and runs on the CPU backend and the GPU.
 #include <cstdint>
 
 #include <cuda_runtime_api.h>
