@@ -1,6 +1,7 @@
 // The mixtape command-line tool.
 //   mixtape info   what this build contains and what this machine offers
 //   mixtape demo   trains a small MLP on synthetic 2-D spirals with the functional API
+//   mixtape bench  training throughput, GEMM GFLOP/s and memory, optionally side by side with PyTorch
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "apps/bench_command.h"
 #include "apps/compare_command.h"
 #include "apps/train_command.h"
 #include "autograd/ops.h"
@@ -302,6 +304,8 @@ int main(int argc, char** argv) {
   mixtape::app::add_train_command(app, train_config, train_json);
   mixtape::app::CompareOptions compare_options;
   mixtape::app::add_compare_command(app, compare_options);
+  mixtape::app::BenchOptions bench_options;
+  mixtape::app::add_bench_command(app, bench_options);
 
   try {
     app.parse(argc, argv);
@@ -314,6 +318,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("demo")) return run_demo(demo);
     if (app.got_subcommand("train")) return mixtape::app::run_train_command(train_config, train_json);
     if (app.got_subcommand("compare")) return mixtape::app::run_compare_command(compare_options);
+    if (app.got_subcommand("bench")) return mixtape::app::run_bench_command(bench_options);
   } catch (const mixtape::Error& e) {
     std::cerr << "mixtape: error: " << e.what() << "\n";
     return 1;
