@@ -133,11 +133,13 @@ void CudaBackend::synchronize() {
 }
 
 CudaBackend& backend(int index) {
-  static std::mutex mu;
-  static std::array<std::unique_ptr<CudaBackend>, 64> backends;
-  MIXTAPE_CHECK(index >= 0 && index < static_cast<int>(backends.size()), "device cuda:", index, " is out of range");
-  std::lock_guard<std::mutex> lock(mu);
-  auto& b = backends[static_cast<size_t>(index)];
+  // Never destroyed: tensors with static lifetime (caches) may free device memory during static destruction,
+  // after a static array would be gone; the process exit returns the device memory.
+  static auto* mu = new std::mutex();
+  static auto* backends = new std::array<std::unique_ptr<CudaBackend>, 64>();
+  MIXTAPE_CHECK(index >= 0 && index < static_cast<int>(backends->size()), "device cuda:", index, " is out of range");
+  std::lock_guard<std::mutex> lock(*mu);
+  auto& b = (*backends)[static_cast<size_t>(index)];
   if (!b) b = std::make_unique<CudaBackend>(index);
   return *b;
 }

@@ -72,6 +72,7 @@ class PinnedCache final : public Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     Block* b = find_locked(ptr);
     if (!b) return;
+    drop_completed_events(*b);  // a long-lived pinned tensor copied every step keeps only the copies in flight
     DeviceGuard g(device);
     cudaEvent_t ev = nullptr;
     MIXTAPE_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
@@ -133,6 +134,23 @@ class PinnedCache final : public Allocator {
     return b;
   }
 
+  // Destroys the events of b's completed copies; returns whether none is left.
+  static bool drop_completed_events(Block& b) {
+    auto& evs = b.events;
+    for (size_t j = 0; j < evs.size();) {
+      const cudaError_t q = cudaEventQuery(evs[j]);
+      if (q == cudaErrorNotReady) {
+        ++j;
+        continue;
+      }
+      (void)cudaGetLastError();  // a failed copy reports at the stream's next check; the block is reusable
+      (void)cudaEventDestroy(evs[j]);
+      evs[j] = evs.back();
+      evs.pop_back();
+    }
+    return evs.empty();
+  }
+
   // Gives every free block back to the system.
   void release_free_locked() {
     for (auto& [size, b] : free_) {
@@ -147,19 +165,7 @@ class PinnedCache final : public Allocator {
   void collect_completed_locked() {
     for (size_t i = 0; i < pending_.size();) {
       Block* b = pending_[i];
-      auto& evs = b->events;
-      for (size_t j = 0; j < evs.size();) {
-        const cudaError_t q = cudaEventQuery(evs[j]);
-        if (q == cudaErrorNotReady) {
-          ++j;
-          continue;
-        }
-        (void)cudaGetLastError();  // a failed copy reports at the stream's next check; the block is reusable
-        (void)cudaEventDestroy(evs[j]);
-        evs[j] = evs.back();
-        evs.pop_back();
-      }
-      if (evs.empty()) {
+      if (drop_completed_events(*b)) {
         free_.emplace(b->size, b);
         pending_[i] = pending_.back();
         pending_.pop_back();
@@ -167,7 +173,6 @@ class PinnedCache final : public Allocator {
         ++i;
       }
     }
-    // A block still held by a tensor may also carry events of finished copies: those are collected on release.
   }
 
   std::mutex mu_;

@@ -11,6 +11,9 @@
 #include <thread>
 
 #include "core/error.h"
+#ifdef MIXTAPE_WITH_CUDA
+#include "cuda/pinned.h"
+#endif
 
 namespace mixtape::data {
 namespace {
@@ -35,12 +38,31 @@ uint64_t draw_below(std::mt19937_64& gen, uint64_t bound) {
   }
 }
 
+// Whether batches can be pinned here (a CUDA build on a machine with a GPU).
+bool can_pin() {
+#ifdef MIXTAPE_WITH_CUDA
+  return cuda::pinned_memory_available();
+#else
+  return false;
+#endif
+}
+
+// An uninitialised CPU tensor, in pinned memory when asked and possible.
+Tensor empty_host(const Shape& shape, DType dtype, bool pinned) {
+#ifdef MIXTAPE_WITH_CUDA
+  if (pinned) return cuda::empty_pinned(shape, dtype);
+#else
+  (void)pinned;
+#endif
+  return Tensor::empty(shape, dtype);
+}
+
 // Rows idx[0..count) of t (N, ...) gathered into a fresh contiguous (count, ...) tensor; any dtype.
-Tensor gather_rows(const Tensor& t, const int64_t* idx, int64_t count) {
+Tensor gather_rows(const Tensor& t, const int64_t* idx, int64_t count, bool pinned) {
   Shape shape = t.shape();
   const int64_t n = shape[0];
   shape[0] = count;
-  Tensor out = Tensor::empty(shape, t.dtype());
+  Tensor out = empty_host(shape, t.dtype(), pinned);
   const size_t row = t.nbytes() / static_cast<size_t>(n);
   const char* src = static_cast<const char*>(t.raw_data());
   char* dst = static_cast<char*>(out.raw_data());
@@ -109,6 +131,7 @@ struct DataLoader::Iterator::State {
   std::vector<int64_t> order;
   int64_t batch_size = 0;
   int64_t num_batches = 0;
+  bool pinned = false;  // batches in pinned host memory
   std::function<void(Batch&)> transform;
 
   int64_t position = 0;  // index of `current`; num_batches when done
@@ -141,8 +164,8 @@ struct DataLoader::Iterator::State {
     const int64_t begin = b * batch_size;
     const int64_t count = std::min(batch_size, static_cast<int64_t>(order.size()) - begin);
     Batch batch;
-    batch.inputs = gather_rows(dataset.inputs, order.data() + begin, count);
-    batch.labels = gather_rows(dataset.labels, order.data() + begin, count);
+    batch.inputs = gather_rows(dataset.inputs, order.data() + begin, count, pinned);
+    batch.labels = gather_rows(dataset.labels, order.data() + begin, count, pinned);
     batch.index = b;
     if (transform) transform(batch);
     return batch;
@@ -210,6 +233,7 @@ DataLoader::Iterator DataLoader::begin() {
   state->batch_size = options_.batch_size;
   state->num_batches = num_batches();
   state->transform = options_.transform;
+  state->pinned = options_.pin_memory && can_pin();
   ++epoch_;
   if (options_.prefetch && state->num_batches > 0) {
     Iterator::State* raw = state.get();  // the State joins the worker before it goes away

@@ -35,6 +35,9 @@ struct LoaderOptions {
   bool drop_last = false;    ///< drop the last batch when it is smaller than batch_size
   uint64_t seed = 0;         ///< with the epoch, fully determines the order
   bool prefetch = true;      ///< prepare the next batches on a background thread (results are identical)
+  /// Build batches in page-locked host memory (cuda/pinned.h) so that `to(cuda)` is an asynchronous copy; set it
+  /// when training on a GPU. A no-op in a build without CUDA or on a machine without a GPU (plain CPU tensors).
+  bool pin_memory = false;
   /// Optional hook applied to each batch as it is built (e.g. augmentation); runs on the prefetch thread when
   /// prefetch is on, and its exceptions reach the loop that consumes the batches.
   std::function<void(Batch&)> transform = nullptr;
