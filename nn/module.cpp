@@ -86,6 +86,9 @@ void Module::to(Device device) {
   auto move = [&](const Tensor& t) {
     if (t.device() == device) return;
     const Tensor moved = t.to(device);
+    // Past the old storage's version, so nothing cached for the old storage (autocast compute copies, keyed
+    // on the tensor and its version) can be taken for the new one.
+    moved.impl()->storage->version.store(t.version() + 1);
     t.impl()->storage = moved.impl()->storage;  // in place: every handle to this tensor sees the new storage
     t.impl()->offset_bytes = moved.impl()->offset_bytes;
     if (Tensor g = t.grad(); g.defined()) t.set_grad(g.to(device));

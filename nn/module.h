@@ -49,7 +49,9 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
 
-  /// Moves every parameter and buffer to `device` in place (handles held elsewhere see the move).
+  /// Moves every parameter and buffer (and any accumulated gradient) to `device` in place: handles held
+  /// elsewhere see the move; each moved tensor's version advances, so caches keyed on it are invalidated.
+  /// Optimizers create their state on the parameters' device: move the model before building one.
   void to(Device device);
 
   /// Parameters and buffers by dotted name (tensors share storage with the module).
