@@ -73,7 +73,10 @@ int run_train_command(const TrainConfig& config, bool json) {
               << r.train_seconds << " s training)\n"
               << std::setprecision(4) << "  final loss  " << r.final_loss << "\n"
               << std::setprecision(2) << "  test acc    " << 100.0 * r.test_acc << "%\n"
-              << std::setprecision(1) << "  peak memory " << static_cast<double>(r.peak_mem_bytes) / (1 << 20) << " MiB\n"
+              << std::setprecision(1) << "  peak memory " << static_cast<double>(r.peak_mem_bytes) / (1 << 20) << " MiB"
+              << (r.device == "cpu" ? std::string()
+                                    : " (" + std::to_string(r.peak_reserved_bytes >> 20) + " MiB reserved by the allocator)")
+              << "\n"
               << "  activations " << static_cast<double>(r.activation_bytes) / (1 << 20) << " MiB per forward pass\n"
               << std::setprecision(0) << "  loss scale  " << r.loss_scale << " (" << r.skipped_steps << " skipped steps)" << std::endl;
   }

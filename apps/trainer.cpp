@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <vector>
 
 #include "apps/checkpoint.h"
 #include "amp/autocast.h"
@@ -50,21 +51,31 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, const std
   throw Error(detail::cat("unknown optimizer '", c.optimizer, "': expected sgd, adam or adamw"));
 }
 
-/// Fraction of correctly classified samples, in batches, without recording.
+/// Fraction of correctly classified samples, in batches, without recording. The count stays on the device
+/// (float32 sums of whole numbers, exact below 2^24 samples) and is read once at the end.
 double evaluate(nn::Module& model, const data::Dataset& ds, Device device) {
   NoGradGuard no_grad;
   model.eval();
-  data::DataLoader loader(ds, {.batch_size = 1000, .shuffle = false, .prefetch = false});
-  double correct = 0;
+  data::DataLoader loader(ds, {.batch_size = 1000, .shuffle = false, .prefetch = false, .pin_memory = device.is_cuda()});
+  Tensor correct;  // (), on the device
   for (auto [x, y] : loader) {
     const Tensor yd = y.to(device);
     const Tensor pred = kernels::argmax(model.forward(x.to(device)), -1, false);
     const Tensor hits = kernels::cast(kernels::binary(BinaryOp::eq, pred, yd), DType::f32);
-    correct += kernels::reduce(ReduceOp::sum, hits, {}, false).item();
+    const Tensor n = kernels::reduce(ReduceOp::sum, hits, {}, false);
+    correct = correct.defined() ? kernels::binary(BinaryOp::add, correct, n) : n;
   }
   model.train();
-  return ds.size() ? correct / static_cast<double>(ds.size()) : 0.0;
+  return ds.size() && correct.defined() ? correct.item() / static_cast<double>(ds.size()) : 0.0;
 }
+
+/// One training step whose loss has not been read on the host yet (see kDeviceLossReadInterval).
+struct PendingStep {
+  int64_t step = 0, epoch = 0;
+  Tensor loss;  ///< (), on the training device
+  double lr = 0, scale = 1;
+  bool applied = true;
+};
 
 /// Progress on stderr: a live bar on a terminal, a line every few seconds otherwise.
 class Progress {
@@ -137,7 +148,8 @@ nlohmann::json to_json(const TrainResult& r) {
           {"peak_mem_bytes", r.peak_mem_bytes},
           {"skipped_steps", r.skipped_steps},
           {"loss_scale", r.loss_scale},
-          {"activation_bytes", r.activation_bytes}};
+          {"activation_bytes", r.activation_bytes},
+          {"peak_reserved_bytes", r.peak_reserved_bytes}};
 }
 
 TrainResult train(const TrainConfig& c, std::ostream& log) {
@@ -189,7 +201,9 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
     if (c.resume_path.empty()) csv << "step,epoch,loss,lr,loss_scale,skipped\n";
   }
 
-  data::DataLoader loader(train_set, {.batch_size = c.batch, .shuffle = true, .drop_last = false, .seed = c.seed});
+  // On a GPU the batches are built in pinned memory, so their copies to the device are asynchronous.
+  data::DataLoader loader(train_set, {.batch_size = c.batch, .shuffle = true, .drop_last = false, .seed = c.seed,
+                                      .pin_memory = device.is_cuda()});
   const int64_t steps_per_epoch = loader.num_batches();
   Progress progress(log, c.progress, steps_per_epoch * (c.epochs - state.epoch));
 
@@ -197,16 +211,41 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   r.model = c.model;
   r.device = device.to_string();
   r.batch = c.batch;
+  empty_cache(device);  // blocks cached by an earlier run in this process (compare) do not count as this run's
   reset_peak_memory(device);
   if (c.amp_report) amp::reset_stats();
   double train_seconds = 0;
   int64_t run_steps = 0, run_samples = 0;
   double loss_value = NAN;
+  // Reading a loss on the host waits for the device; on a GPU the losses are read in groups (see trainer.h).
+  const size_t read_interval = device.is_cpu() ? 1 : static_cast<size_t>(kDeviceLossReadInterval);
+  std::vector<PendingStep> pending;
+  double epoch_loss = 0;
+  Clock::time_point t0 = Clock::now();
+  // Reads the pending losses (the first read waits for the device, the others find their values ready), checks
+  // them, writes their CSV rows and reports progress.
+  auto flush = [&] {
+    if (pending.empty()) return;
+    for (const PendingStep& p : pending) {
+      loss_value = p.loss.item();
+      // A non-finite loss is fatal unless the scaler skipped the step it produced (fp16 overflow).
+      MIXTAPE_CHECK(std::isfinite(loss_value) || (scaler.enabled() && !p.applied), "the loss became ", loss_value,
+                    " at step ", p.step, " (epoch ", p.epoch, "); the learning rate (", c.lr, ") may be too high",
+                    use_amp ? " or the precision too narrow" : "");
+      epoch_loss += loss_value;
+      if (csv.is_open())
+        csv << p.step << "," << p.epoch << "," << loss_value << "," << p.lr << "," << p.scale << ","
+            << (p.applied ? 0 : 1) << "\n";
+    }
+    pending.clear();
+    progress.update(state.epoch, c.epochs, run_steps, loss_value,
+                    static_cast<double>(run_samples) / (train_seconds + seconds_since(t0)));
+  };
   for (int64_t epoch = state.epoch; epoch < c.epochs; ++epoch) {
     loader.set_epoch(epoch);
     model->train();
-    const auto t0 = Clock::now();
-    double epoch_loss = 0;
+    t0 = Clock::now();
+    epoch_loss = 0;
     int64_t epoch_steps = 0;
     for (auto [x, y] : loader) {
       const Tensor xd = x.to(device), yd = y.to(device);
@@ -220,25 +259,19 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
       r.activation_bytes = std::max(r.activation_bytes, memory_stats(device).current_bytes - held_before);
       opt->zero_grad();
       backward(scaler.scale(loss));
-      const double scale_used = scaler.get_scale();
       const bool applied = scaler.step();
+      // The scale this step used (update() changes it); read only for the CSV (a host read when scaling).
+      const double scale_used = csv.is_open() ? scaler.get_scale() : 1.0;
+      const double lr_used = opt->lr();
       scaler.update();
-      loss_value = loss.item();
-      // A non-finite loss is fatal unless the scaler skipped the step it produced (fp16 overflow).
-      MIXTAPE_CHECK(std::isfinite(loss_value) || (scaler.enabled() && !applied), "the loss became ", loss_value,
-                    " at step ", state.step + 1, " (epoch ", epoch + 1, "); the learning rate (", c.lr, ") may be too high",
-                    use_amp ? " or the precision too narrow" : "");
       ++state.step;
       ++run_steps;
       ++epoch_steps;
       run_samples += x.size(0);
-      epoch_loss += loss_value;
-      if (csv.is_open())
-        csv << state.step << "," << epoch + 1 << "," << loss_value << "," << opt->lr() << "," << scale_used << ","
-            << (applied ? 0 : 1) << "\n";
-      progress.update(epoch, c.epochs, run_steps, loss_value,
-                      static_cast<double>(run_samples) / (train_seconds + seconds_since(t0)));
+      pending.push_back({state.step, epoch + 1, loss.detach(), lr_used, scale_used, applied});
+      if (pending.size() >= read_interval) flush();
     }
+    flush();
     train_seconds += seconds_since(t0);
     state.epoch = epoch + 1;
     r.test_acc = evaluate(*model, test_set, device);
@@ -260,7 +293,9 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   r.train_seconds = train_seconds;
   r.samples_per_s = train_seconds > 0 ? static_cast<double>(run_samples) / train_seconds : 0;
   r.final_loss = loss_value;
-  r.peak_mem_bytes = memory_stats(device).peak_bytes;
+  const MemoryStats mem = memory_stats(device);  // the device allocator's counters (tensors only)
+  r.peak_mem_bytes = mem.peak_bytes;
+  r.peak_reserved_bytes = mem.peak_reserved_bytes;
   r.skipped_steps = scaler.skipped_steps();
   r.loss_scale = scaler.get_scale();
   r.precision = c.precision;

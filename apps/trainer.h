@@ -38,7 +38,8 @@ struct TrainResult {
   std::string model, precision = "fp32", device;
   int64_t epochs = 0, batch = 0, steps = 0, samples = 0;
   double samples_per_s = 0, train_seconds = 0, final_loss = 0, test_acc = 0;
-  int64_t peak_mem_bytes = 0;
+  int64_t peak_mem_bytes = 0;       ///< peak bytes held by tensors on the training device (its allocator)
+  int64_t peak_reserved_bytes = 0;  ///< peak bytes the device allocator reserved (cache included; = peak on CPU)
   int64_t skipped_steps = 0;     ///< optimizer steps the GradScaler skipped (inf/NaN gradients)
   double loss_scale = 1.0;       ///< final loss scale (1 without a scaler)
   int64_t activation_bytes = 0;  ///< bytes a forward pass keeps alive for backward (max over steps)
@@ -47,6 +48,14 @@ struct TrainResult {
 
 /// The autocast dtype of a precision name (f32 for "fp32"); throws for unknown names.
 DType precision_dtype(const std::string& precision);
+
+/// Losses are read on the host every kDeviceLossReadInterval steps on a GPU (every step on the CPU), and at
+/// the end of each epoch: a host read waits for the device, so reading every step would stall the GPU. Until
+/// read, each step's loss stays a one-element device tensor; the per-step CSV rows, the progress line and the
+/// non-finite-loss check (it names the step) happen at the read, so a run that diverges stops up to that many
+/// steps later than on the CPU. (With fp16, GradScaler::step() still reads its inf/NaN flag every step: the
+/// skip decision needs it.)
+inline constexpr int64_t kDeviceLossReadInterval = 50;
 
 /// Runs training as configured; progress and per-epoch lines go to `log` (stderr in the CLI).
 TrainResult train(const TrainConfig& config, std::ostream& log);
