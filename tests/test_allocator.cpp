@@ -168,3 +168,21 @@ TEST_CASE("allocator: zero-element tensors work and hold no bytes", "[allocator]
   }
   CHECK(current() == base);
 }
+
+TEST_CASE("allocator: the CPU allocator caches nothing: reserved equals current, every allocation is raw",
+          "[allocator]") {
+  const MemoryStats before = memory_stats(Device::cpu());
+  CHECK(before.reserved_bytes == before.current_bytes);
+  CHECK(before.peak_reserved_bytes == before.peak_bytes);
+  CHECK(before.raw_allocations == before.allocations);
+  {
+    Tensor a = Tensor::empty(Shape{300}, DType::f32);  // 1200 bytes
+    const MemoryStats s = memory_stats(Device::cpu());
+    CHECK(s.current_bytes == before.current_bytes + 1200);
+    CHECK(s.reserved_bytes == s.current_bytes);
+    CHECK(s.raw_allocations == before.raw_allocations + 1);
+    empty_cache(Device::cpu());  // a no-op without a cache
+    CHECK(memory_stats(Device::cpu()).current_bytes == s.current_bytes);
+  }
+  CHECK(memory_stats(Device::cpu()).reserved_bytes == before.current_bytes);
+}
