@@ -38,6 +38,9 @@ class CpuBackend final : public Backend {
   void adam_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                    const AdamUpdate& u) override;
   bool unscale_and_check(const std::vector<Tensor>& grads, double inv_scale) override;
+  void unscale_and_check_into(const std::vector<Tensor>& grads, const Tensor& scale, const Tensor& found_inf) override;
+  void update_loss_scale(const Tensor& scale, const Tensor& growth_tracker, const Tensor& hysteresis_tracker,
+                         const Tensor& found_inf, const LossScaleUpdate& u) override;
   // conv / pool (cpu_conv.cpp), batch norm (cpu_norm.cpp)
   void conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& out, const Conv2dParams& p) override;
   void conv2d_backward_data(const Tensor& gy, const Tensor& w, const Tensor& gx, const Conv2dParams& p) override;
