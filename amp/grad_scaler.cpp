@@ -69,11 +69,13 @@ std::string describe(const Tensor& t) {
 }  // namespace
 
 GradScaler::GradScaler(optim::Optimizer& optimizer, GradScalerOptions options)
-    : optimizer_(optimizer), options_(options) {
+    : optimizer_(optimizer), options_(options), device_(optimizer.params().front().device()) {
   validate_options(options_, "GradScaler: ");
   validate_scale(options_.init_scale, options_, "GradScaler: ", "init_scale");
-  scale_ = static_cast<float>(options_.init_scale);
-  hysteresis_tracker_ = options_.hysteresis;
+  scale_ = scalar_tensor(static_cast<double>(static_cast<float>(options_.init_scale)), DType::f32, device_);
+  growth_tracker_ = scalar_tensor(0.0, DType::i64, device_);
+  hysteresis_tracker_ = scalar_tensor(static_cast<double>(options_.hysteresis), DType::i64, device_);
+  found_inf_ = scalar_tensor(0.0, DType::f32, device_);
 }
 
 Tensor GradScaler::scale(const Tensor& loss) const {
@@ -82,7 +84,12 @@ Tensor GradScaler::scale(const Tensor& loss) const {
   MIXTAPE_CHECK(is_floating(loss.dtype()), "GradScaler::scale: the loss must be a floating-point tensor, got ",
                 dtype_name(loss.dtype()));
   const Tensor wide = loss.dtype() == DType::f64 || loss.dtype() == DType::f32 ? loss : cast(loss, DType::f32);
-  return mul(wide, scalar_tensor(static_cast<double>(scale_), wide.dtype(), wide.device()));
+  // The scale tensor itself when it lives with a float32 loss (no host read; a copy, so that update() may
+  // change the scale in place while the tape still holds the factor); else its value read back.
+  const Tensor factor = wide.dtype() == DType::f32 && wide.device() == device_
+                            ? scale_.clone()
+                            : scalar_tensor(get_scale(), wide.dtype(), wide.device());
+  return mul(wide, factor);
 }
 
 void GradScaler::unscale_grads() {
@@ -105,14 +112,19 @@ void GradScaler::unscale_grads() {
     }
     it->second.push_back(g);
   }
-  const double inv = static_cast<double>(inverse_scale(scale_));
-  bool found = false;
+  Backend& state_backend = backend_for(device_);
+  state_backend.fill(found_inf_, 0.0);  // zeroed once per step; every group's check accumulates into it
   for (const auto& [key, grads] : groups) {
-    found = backend_for(key.first).unscale_and_check(grads, inv) || found;
+    if (key.first == device_) {
+      state_backend.unscale_and_check_into(grads, scale_, found_inf_);
+    } else {  // gradients on another device than the state: the host-side pass, with the scale read back
+      const double inv = static_cast<double>(inverse_scale(static_cast<float>(scale_.item())));
+      if (backend_for(key.first).unscale_and_check(grads, inv)) state_backend.fill(found_inf_, 1.0);
+    }
     for (const Tensor& g : grads) g.bump_version();
   }
-  found_inf_ = found;
   inf_checked_ = !groups.empty();
+  ever_checked_ = ever_checked_ || inf_checked_;
 }
 
 void GradScaler::unscale() {
@@ -143,7 +155,7 @@ bool GradScaler::step() {
                             " optimizer has a gradient. Call backward(scaler.scale(loss)) before step()."));
   }
   stage_ = Stage::stepped;
-  if (!found_inf_) {
+  if (!found_inf()) {  // the step's one host synchronisation
     optimizer_.step();
     consecutive_skips_ = 0;
     return true;
@@ -154,7 +166,7 @@ bool GradScaler::step() {
     throw Error(detail::cat(
         "GradScaler::step: ", consecutive_skips_, " optimizer steps in a row were skipped (max_consecutive_skips = ",
         options_.max_consecutive_skips, ") because gradients held inf/NaN; current loss scale ",
-        static_cast<double>(scale_), " (min_scale ", options_.min_scale, "). Non-finite gradients this step: ",
+        get_scale(), " (min_scale ", options_.min_scale, "). Non-finite gradients this step: ",
         non_finite_parameters(),
         ". The gradients overflow even at this scale: look for a diverging loss (learning rate too high?), inf/NaN "
         "in the inputs or the parameters, or an op that overflows float16 in the forward pass (run it in float32 "
@@ -177,43 +189,44 @@ std::string GradScaler::non_finite_parameters() const {
   return out.empty() ? std::string("none now (the overflow was in the scaled gradients only)") : out;
 }
 
+LossScaleUpdate GradScaler::update_rule() const {
+  LossScaleUpdate u;
+  u.growth_factor = options_.growth_factor;
+  u.backoff_factor = options_.backoff_factor;
+  u.min_scale = options_.min_scale;
+  u.max_scale = options_.max_scale;
+  u.growth_interval = options_.growth_interval;
+  u.hysteresis = options_.hysteresis;
+  return u;
+}
+
 void GradScaler::update() {
   if (!options_.enabled) return;
   MIXTAPE_CHECK(inf_checked_,
                 "GradScaler::update: no inf checks were recorded prior to update(); call step() (or unscale()) "
                 "after the backward pass of each step, then update() once.");
-  if (found_inf_) {
-    growth_tracker_ = 0;
-    hysteresis_tracker_ = std::max<int64_t>(hysteresis_tracker_ - 1, 0);
-    if (hysteresis_tracker_ == 0) {
-      const float backed_off = static_cast<float>(static_cast<double>(scale_) * options_.backoff_factor);
-      scale_ = std::max(backed_off, static_cast<float>(options_.min_scale));
-    }
-  } else {
-    const int64_t successful = growth_tracker_ + 1;
-    if (successful >= options_.growth_interval) {
-      const float grown = static_cast<float>(static_cast<double>(scale_) * options_.growth_factor);
-      if (std::isfinite(grown)) scale_ = std::min(grown, static_cast<float>(options_.max_scale));
-      growth_tracker_ = 0;
-      hysteresis_tracker_ = options_.hysteresis;
-    } else {
-      growth_tracker_ = successful;
-    }
-  }
+  // On the state's device, without a host round-trip (the rule is documented on update() in the header).
+  backend_for(device_).update_loss_scale(scale_, growth_tracker_, hysteresis_tracker_, found_inf_, update_rule());
   stage_ = Stage::ready;
   inf_checked_ = false;
 }
 
-double GradScaler::get_scale() const { return options_.enabled ? static_cast<double>(scale_) : 1.0; }
+double GradScaler::get_scale() const { return options_.enabled ? scale_.item() : 1.0; }
+
+bool GradScaler::found_inf() const { return ever_checked_ && found_inf_.item() != 0.0; }
+
+int64_t GradScaler::growth_tracker() const { return growth_tracker_.to_vector<int64_t>()[0]; }
+
+int64_t GradScaler::hysteresis_tracker() const { return hysteresis_tracker_.to_vector<int64_t>()[0]; }
 
 std::map<std::string, Tensor> GradScaler::state_dict() const {
   if (!options_.enabled) return {};
   auto f64 = [](double v) { return scalar_tensor(v, DType::f64); };
   auto i64 = [](int64_t v) { return scalar_tensor(static_cast<double>(v), DType::i64); };
   return {
-      {"scale", f64(static_cast<double>(scale_))},
-      {"growth_tracker", i64(growth_tracker_)},
-      {"hysteresis_tracker", i64(hysteresis_tracker_)},
+      {"scale", f64(scale_.item())},
+      {"growth_tracker", i64(growth_tracker())},
+      {"hysteresis_tracker", i64(hysteresis_tracker())},
       {"skipped_steps", i64(skipped_steps_)},
       {"consecutive_skips", i64(consecutive_skips_)},
       {"growth_factor", f64(options_.growth_factor)},
@@ -288,9 +301,9 @@ void GradScaler::load_state_dict(const std::map<std::string, Tensor>& dict) {
 
   // Everything is valid: apply (nothing below can throw).
   options_ = o;
-  scale_ = static_cast<float>(scale);
-  growth_tracker_ = growth;
-  hysteresis_tracker_ = hysteresis;
+  scale_.copy_(scalar_tensor(static_cast<double>(static_cast<float>(scale)), DType::f32));
+  growth_tracker_.copy_(scalar_tensor(static_cast<double>(growth), DType::i64));
+  hysteresis_tracker_.copy_(scalar_tensor(static_cast<double>(hysteresis), DType::i64));
   skipped_steps_ = skipped;
   consecutive_skips_ = consecutive;
 }

@@ -10,6 +10,13 @@
 //   if (scaler.step()) schedule.step();   // skipped when a gradient holds inf/NaN
 //   scaler.update();                  // back off after an overflow, grow after growth_interval clean steps
 //
+// The state (scale f32, growth and hysteresis trackers i64, found_inf f32) lives in one-element tensors on the
+// device of the optimizer's first parameter, and the per-step work runs there: scale() multiplies by the scale
+// tensor, unscale() is one Backend::unscale_and_check_into pass per (device, dtype) group (a single multi-tensor
+// launch on CUDA), update() is Backend::update_loss_scale. The only host synchronisation of a step is step()
+// reading the found-inf flag to decide whether to run the optimizer; get_scale(), the tracker accessors,
+// found_inf() and state_dict() read the state back on demand.
+//
 // Semantics follow PyTorch 1.13 bit for bit where PyTorch has the feature: the scale is kept in float32,
 // unscaling multiplies by inv_scale = float32(1 / double(scale)) in the gradient's accumulate type, a backoff
 // or growth computes float32(double(scale) * factor); the per-step stage machine (READY -> UNSCALED -> STEPPED,
@@ -19,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/tensor.h"
 #include "optim/optimizer.h"
 
@@ -91,7 +99,7 @@ class GradScaler {
   /// Disabled: does nothing.
   void update();
 
-  /// The current scale (1.0 when disabled).
+  /// The current scale (1.0 when disabled); reads the device state back.
   double get_scale() const;
   /// Whether scaling is enabled.
   bool enabled() const { return options_.enabled; }
@@ -101,11 +109,13 @@ class GradScaler {
   int64_t consecutive_skips() const { return consecutive_skips_; }
   /// Whether the most recent inf/NaN check (unscale(), explicit or inside step()) found one; kept after
   /// update() until the next check, so it can be logged after the step; false before the first check.
-  bool found_inf() const { return found_inf_; }
+  bool found_inf() const;
   /// Clean steps in a row since the last overflow or growth.
-  int64_t growth_tracker() const { return growth_tracker_; }
+  int64_t growth_tracker() const;
   /// Overflows still allowed before the next backoff (see update()).
-  int64_t hysteresis_tracker() const { return hysteresis_tracker_; }
+  int64_t hysteresis_tracker() const;
+  /// The device the scaler's state lives on (that of the optimizer's first parameter).
+  Device device() const { return device_; }
   /// The options in use (restored by load_state_dict, except `enabled`).
   const GradScalerOptions& options() const { return options_; }
 
@@ -123,21 +133,25 @@ class GradScaler {
 
  private:
   enum class Stage { ready, unscaled, stepped };
-  /// The per-(device, dtype) unscale pass; sets found_inf_ and inf_checked_.
+  /// The per-(device, dtype) unscale pass into found_inf_ (zeroed first); sets inf_checked_.
   void unscale_grads();
+  /// The options as the device-side update rule takes them.
+  LossScaleUpdate update_rule() const;
   /// "fc1.weight (inf/NaN), param #2 (inf/NaN)": the parameters whose gradients are not finite now.
   std::string non_finite_parameters() const;
 
   optim::Optimizer& optimizer_;
   GradScalerOptions options_;
-  float scale_;                     // float32, like PyTorch's scale tensor
-  int64_t growth_tracker_ = 0;
-  int64_t hysteresis_tracker_;
+  Device device_;                   // where the state tensors live
+  Tensor scale_;                    // 0-d f32, like PyTorch's scale tensor
+  Tensor growth_tracker_;           // 0-d i64
+  Tensor hysteresis_tracker_;       // 0-d i64
+  Tensor found_inf_;                // 0-d f32: nonzero when this step's check found inf/NaN
   int64_t skipped_steps_ = 0;
   int64_t consecutive_skips_ = 0;
   Stage stage_ = Stage::ready;
   bool inf_checked_ = false;        // an inf/NaN check was recorded this step
-  bool found_inf_ = false;
+  bool ever_checked_ = false;       // found_inf_ holds a check's result
 };
 
 }  // namespace mixtape::amp
