@@ -8,6 +8,9 @@
 #include "amp/policy.h"
 #include "autograd/dispatch.h"
 #include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "core/backend.h"
+#include "core/kernels.h"
 
 namespace mixtape::amp {
 
@@ -31,6 +34,75 @@ struct CacheEntry {
   Tensor copy;
 };
 thread_local std::map<std::pair<const TensorImpl*, DType>, CacheEntry> t_cache;
+
+/// One persistent compute copy: its buffer and the master version it holds (valid only if `valid`).
+struct PersistentCopy {
+  Tensor buffer;
+  uint64_t version = 0;
+  bool valid = false;
+};
+/// The persistent copies of one registered parameter.
+struct PersistentEntry {
+  std::weak_ptr<TensorImpl> source;  // the parameter (a dead one's entry is dropped)
+  int registrations = 0;
+  bool cast_seen = false;            // autocast cast it since registration
+  DType last = DType::f16;           // the dtype cast last: the one the optimizer refreshes
+  std::map<DType, PersistentCopy> copies;
+};
+std::mutex g_persistent_mutex;
+bool g_persistent_on = true;
+std::map<const TensorImpl*, PersistentEntry> g_persistent;
+
+/// The live entry of `t`, or nullptr; g_persistent_mutex must be held.
+PersistentEntry* persistent_entry(const Tensor& t) {
+  auto it = g_persistent.find(t.impl());
+  if (it == g_persistent.end()) return nullptr;
+  if (it->second.source.lock() != t.impl_ptr()) {  // the address was reused by another tensor
+    g_persistent.erase(it);
+    return nullptr;
+  }
+  return &it->second;
+}
+
+/// The compute copy of parameter `t` in `to` through its persistent buffer: the cast kernel runs only when the
+/// buffer does not hold t's current version. Returns an undefined tensor when `t` keeps no persistent copy in
+/// `to` (yet): the caller casts as usual. A buffer is created by the optimizer's first update after the cast
+/// (persistent_copy_to_refresh), outside the forward pass, so the first step's activation memory is what it
+/// was without persistent copies. The result is a fresh tensor over the buffer, with a cast node recorded
+/// when recording.
+Tensor persistent_cast(const Tensor& t, DType to, OpStats& st) {
+  Tensor view;
+  {
+    std::lock_guard<std::mutex> lock(g_persistent_mutex);
+    if (!g_persistent_on) return Tensor();
+    PersistentEntry* e = persistent_entry(t);
+    if (!e) return Tensor();
+    e->cast_seen = true;
+    e->last = to;
+    auto it = e->copies.find(to);
+    if (it == e->copies.end()) return Tensor();
+    PersistentCopy& c = it->second;
+    if (!c.buffer.defined() || c.buffer.shape() != t.shape() || c.buffer.device() != t.device()) {
+      e->copies.erase(it);  // the master changed shape or device: start over
+      return Tensor();
+    }
+    if (c.valid && c.version == t.version()) {
+      ++st.cache_hits;
+      ++st.persistent_hits;
+    } else {
+      backend_for(t.device()).cast(t, c.buffer);
+      ++st.casts;
+      st.bytes_cast += static_cast<int64_t>(c.buffer.nbytes());
+      c.version = t.version();
+      c.valid = true;
+    }
+    view = kernels::view(c.buffer, t.shape());  // a tensor of its own over the kept storage
+  }
+  if (!autograd::should_record({&t})) return view;
+  // The cast's backward: the engine casts the gradient back to the master's dtype.
+  return autograd::record(OpKind::cast, {&t}, view,
+                          [](const Tensor& g, const std::vector<bool>&) { return std::vector<Tensor>{g}; });
+}
 
 std::mutex g_stats_mutex;
 std::map<OpKind, OpStats> g_stats;
@@ -61,9 +133,12 @@ Tensor cast_input(const Tensor& t, DType to, OpStats& st) {
       return e.copy;
     }
   }
-  Tensor copy = cast(t, to);
-  ++st.casts;
-  st.bytes_cast += static_cast<int64_t>(copy.nbytes());
+  Tensor copy = persistent_cast(t, to, st);
+  if (!copy.defined()) {
+    copy = cast(t, to);
+    ++st.casts;
+    st.bytes_cast += static_cast<int64_t>(copy.nbytes());
+  }
   t_cache[key] = CacheEntry{t.impl_ptr(), t.version(), tape_generation(), recorded, copy};
   return copy;
 }
@@ -109,6 +184,7 @@ void autocast_hook(OpKind kind, std::span<Tensor> inputs) {
   g.casts += st.casts;
   g.bytes_cast += st.bytes_cast;
   g.cache_hits += st.cache_hits;
+  g.persistent_hits += st.persistent_hits;
 }
 
 /// Installs the hook when the amp module is used (first Autocast).
@@ -176,5 +252,76 @@ std::string report(int64_t steps) {
 
 size_t cache_size() { return t_cache.size(); }
 void clear_cache() { t_cache.clear(); }
+
+void set_persistent_compute_copies(bool on) {
+  std::lock_guard<std::mutex> lock(g_persistent_mutex);
+  g_persistent_on = on;
+  if (!on)
+    for (auto& [impl, e] : g_persistent) e.copies.clear();
+}
+
+bool persistent_compute_copies() {
+  std::lock_guard<std::mutex> lock(g_persistent_mutex);
+  return g_persistent_on;
+}
+
+void register_persistent_parameters(const std::vector<Tensor>& params) {
+  std::lock_guard<std::mutex> lock(g_persistent_mutex);
+  for (const Tensor& p : params) {
+    if (!p.defined() || p.dtype() != DType::f32) continue;  // only float32 masters have compute copies
+    PersistentEntry* e = persistent_entry(p);
+    if (!e) {
+      e = &g_persistent[p.impl()];
+      e->source = p.impl_ptr();
+    }
+    ++e->registrations;
+  }
+}
+
+void unregister_persistent_parameters(const std::vector<Tensor>& params) {
+  std::lock_guard<std::mutex> lock(g_persistent_mutex);
+  for (const Tensor& p : params) {
+    if (!p.defined()) continue;
+    auto it = g_persistent.find(p.impl());
+    if (it == g_persistent.end()) continue;
+    if (--it->second.registrations <= 0) g_persistent.erase(it);
+  }
+  // Entries of parameters that died while registered.
+  std::erase_if(g_persistent, [](const auto& kv) { return kv.second.source.expired(); });
+}
+
+Tensor persistent_copy_to_refresh(const Tensor& param) {
+  std::lock_guard<std::mutex> lock(g_persistent_mutex);
+  if (!g_persistent_on || !param.defined()) return Tensor();
+  PersistentEntry* e = persistent_entry(param);
+  if (!e || !e->cast_seen || param.dtype() != DType::f32) return Tensor();
+  PersistentCopy& c = e->copies[e->last];
+  if (!c.buffer.defined() || c.buffer.shape() != param.shape() || c.buffer.device() != param.device()) {
+    c.buffer = Tensor::empty(param.shape(), e->last, param.device());  // created here, outside the forward pass
+    c.valid = false;
+  }
+  return c.buffer;
+}
+
+void persistent_copy_refreshed(const Tensor& param, const Tensor& copy) {
+  std::lock_guard<std::mutex> lock(g_persistent_mutex);
+  PersistentEntry* e = persistent_entry(param);
+  if (!e) return;
+  for (auto& [dtype, c] : e->copies) {
+    if (c.buffer.defined() && c.buffer.impl() == copy.impl()) {
+      c.version = param.version();
+      c.valid = true;
+    } else {
+      c.valid = false;  // the master moved on; this one is recast on its next use
+    }
+  }
+}
+
+size_t persistent_copy_count() {
+  std::lock_guard<std::mutex> lock(g_persistent_mutex);
+  size_t n = 0;
+  for (const auto& [impl, e] : g_persistent) n += e.copies.size();
+  return n;
+}
 
 }  // namespace mixtape::amp

@@ -41,12 +41,12 @@ AdamHyper adam_hyper_from(const std::map<std::string, double>& v) {
 }
 
 /// One parameter's Adam/AdamW update: creates the state on its first update, counts its step, calls the backend.
-void adam_update_one(std::map<std::string, Tensor>& state, const Tensor& param, const Tensor& grad, double lr,
-                     const AdamHyper& h, bool decoupled) {
+void adam_update_one(std::map<std::string, Tensor>& state, const Tensor& param, const Tensor& grad,
+                     const Tensor& compute_copy, double lr, const AdamHyper& h, bool decoupled) {
   if (state.empty()) {
     state["exp_avg"] = zeros_like(param);
     state["exp_avg_sq"] = zeros_like(param);
-    state["step"] = scalar_tensor(0.0, DType::i64);
+    state["step"] = scalar_tensor(0.0, DType::i64);  // a host-side count whatever the parameter's device
   }
   int64_t& step = state.at("step").data<int64_t>()[0];
   AdamUpdate u;
@@ -57,6 +57,7 @@ void adam_update_one(std::map<std::string, Tensor>& state, const Tensor& param, 
   u.weight_decay = h.weight_decay;
   u.decoupled_weight_decay = decoupled;
   u.step = step + 1;
+  u.compute_copy = compute_copy;
   backend_for(param.device()).adam_update(param, grad, state.at("exp_avg"), state.at("exp_avg_sq"), u);
   step = u.step;
 }
@@ -82,8 +83,8 @@ Options AdamFamily<Options, kDecoupled>::options() const {
 template <class Options, bool kDecoupled>
 void AdamFamily<Options, kDecoupled>::step() {
   const AdamHyper h{options_.beta1, options_.beta2, options_.eps, options_.weight_decay};
-  for_each_update([&](size_t i, const Tensor& param, const Tensor& grad) {
-    adam_update_one(state_[i], param, grad, lr(), h, kDecoupled);
+  for_each_update([&](size_t i, const Tensor& param, const Tensor& grad, const Tensor& compute_copy) {
+    adam_update_one(state_[i], param, grad, compute_copy, lr(), h, kDecoupled);
   });
 }
 

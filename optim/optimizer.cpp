@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 
+#include "amp/autocast.h"
 #include "autograd/tape.h"
 #include "core/error.h"
 
@@ -54,9 +55,10 @@ Optimizer::Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {
                   " appears more than once in the parameter list");
   }
   state_.resize(params_.size());
+  amp::register_persistent_parameters(params_);
 }
 
-Optimizer::~Optimizer() = default;
+Optimizer::~Optimizer() { amp::unregister_persistent_parameters(params_); }
 
 void Optimizer::zero_grad() { mixtape::zero_grad(params_); }
 
@@ -75,7 +77,8 @@ void Optimizer::check_option(bool ok, const std::string& what) const {
   if (!ok) throw Error(detail::cat(name(), ": ", what));
 }
 
-void Optimizer::for_each_update(const std::function<void(size_t, const Tensor&, const Tensor&)>& update) {
+void Optimizer::for_each_update(
+    const std::function<void(size_t, const Tensor&, const Tensor&, const Tensor&)>& update) {
   NoGradGuard no_grad;
   // Check everything first, so that a bad gradient leaves every parameter untouched.
   std::vector<Tensor> grads(params_.size());
@@ -89,8 +92,10 @@ void Optimizer::for_each_update(const std::function<void(size_t, const Tensor&, 
   }
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!grads[i].defined()) continue;
-    update(i, params_[i], grads[i]);
+    const Tensor copy = amp::persistent_copy_to_refresh(params_[i]);
+    update(i, params_[i], grads[i], copy);
     params_[i].bump_version();
+    if (copy.defined()) amp::persistent_copy_refreshed(params_[i], copy);
   }
   ++step_count_;
 }

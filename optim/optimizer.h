@@ -2,7 +2,11 @@
 // Optimizers over float32 (or float64) master parameters: the Optimizer base (parameters, learning rate,
 // step count, per-parameter state, state dicts) and SGD, Adam and AdamW, following PyTorch 1.13's
 // torch.optim semantics. Updates run in place on each parameter's storage through its device's fused
-// backend kernel (Backend::sgd_update / adam_update), then bump the parameter's version.
+// backend kernel (Backend::sgd_update / adam_update), then bump the parameter's version. Each parameter's
+// state lives on the parameter's device (Adam's per-parameter step counter excepted: a host-side count).
+// An optimizer registers its float32 parameters for persistent autocast compute copies (amp/autocast.h): the
+// fused update writes the f16/bf16 copy in the same pass and marks it valid for the new version, so the next
+// forward pass under autocast runs no cast kernel for them.
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -25,6 +29,7 @@ namespace mixtape::optim {
 class Optimizer {
  public:
   /// Takes the parameters to update: defined float32/float64 leaf tensors that require grad, no duplicates.
+  /// Registers them for persistent autocast compute copies (undone by the destructor).
   explicit Optimizer(std::vector<Tensor> params);
   virtual ~Optimizer();
   Optimizer(const Optimizer&) = delete;
@@ -75,9 +80,12 @@ class Optimizer {
   virtual void set_hyper_parameters(const std::map<std::string, double>& values) = 0;
 
   /// Runs one step: under NoGradGuard, checks every defined gradient (shape, dtype, device) before touching
-  /// anything, then calls update(i, param, grad) for each parameter with a gradient, bumps its version, and
-  /// counts the step.
-  void for_each_update(const std::function<void(size_t i, const Tensor& param, const Tensor& grad)>& update);
+  /// anything, then calls update(i, param, grad, compute_copy) for each parameter with a gradient, bumps its
+  /// version, and counts the step. compute_copy is the parameter's persistent autocast copy (undefined when it
+  /// keeps none): the update must write it (pass it as the backend update's compute_copy); it is then marked
+  /// valid for the parameter's new version.
+  void for_each_update(
+      const std::function<void(size_t i, const Tensor& param, const Tensor& grad, const Tensor& compute_copy)>& update);
   /// Throws mixtape::Error with "<name>: <what>" unless `ok`.
   void check_option(bool ok, const std::string& what) const;
 

@@ -34,8 +34,9 @@ SGDOptions SGD::options() const {
 }
 
 void SGD::step() {
-  for_each_update([&](size_t i, const Tensor& param, const Tensor& grad) {
+  for_each_update([&](size_t i, const Tensor& param, const Tensor& grad, const Tensor& compute_copy) {
     SgdUpdate u;
+    u.compute_copy = compute_copy;
     u.lr = lr();
     u.momentum = options_.momentum;
     u.dampening = options_.dampening;

@@ -3,12 +3,16 @@
 // float32 masters are float32.
 #include <catch2/catch.hpp>
 
+#include <memory>
 #include <thread>
 
 #include "amp/autocast.h"
 #include "amp/policy.h"
 #include "autograd/ops.h"
 #include "nn/layers.h"
+#include "optim/optimizer.h"
+#include "autograd/tape.h"
+#include "core/random.h"
 
 using namespace mixtape;
 using Catch::Matchers::Contains;
@@ -202,4 +206,137 @@ TEST_CASE("amp::report lists each op with its policy, dtypes, casts and cache hi
   CHECK_THAT(r, Contains("softmax") && Contains("fp32") && Contains("f32(1)"));
   amp::reset_stats();
   CHECK(amp::stats().empty());
+}
+
+// ---- persistent compute copies (parameters an optimizer updates) ----
+
+namespace {
+
+/// What several training steps of a small model under autocast produced.
+struct PersistentRun {
+  std::vector<double> losses;
+  std::vector<float> weight, bias;
+  int64_t linear_casts = 0, persistent_hits = 0;
+};
+
+/// `steps` Adam (or SGD with momentum) steps of a Linear under autocast(dtype), persistent copies on or off.
+PersistentRun run_persistent(DType dtype, bool persistent, bool adam, int steps) {
+  amp::set_persistent_compute_copies(persistent);
+  manual_seed(21);
+  nn::Linear fc(16, 8);
+  const Tensor x = randn(Shape{4, 16});
+  std::unique_ptr<optim::Optimizer> opt;
+  if (adam) opt = std::make_unique<optim::Adam>(fc.parameters(), optim::AdamOptions{.lr = 1e-2});
+  else opt = std::make_unique<optim::SGD>(fc.parameters(), optim::SGDOptions{.lr = 1e-2, .momentum = 0.9});
+  amp::reset_stats();
+  PersistentRun r;
+  for (int s = 0; s < steps; ++s) {
+    Tensor loss;
+    {
+      amp::Autocast ac(Device::cpu(), dtype);
+      const Tensor y = fc.forward(x);          // casts x, and the weight and bias unless their copies are valid
+      const Tensor z = fc.forward(x * 0.5);    // the same step: the per-step cache serves the parameters
+      loss = sum(cast(y, DType::f32) * cast(z, DType::f32));
+    }
+    opt->zero_grad();
+    backward(loss);
+    REQUIRE(fc.weight.grad().defined());  // the gradients reached the masters through the cast nodes
+    opt->step();
+    r.losses.push_back(loss.item());
+  }
+  const amp::OpStats st = amp::stats().at(OpKind::linear);
+  r.linear_casts = st.casts;
+  r.persistent_hits = st.persistent_hits;
+  r.weight = fc.weight.to_vector<float>();
+  r.bias = fc.bias.to_vector<float>();
+  amp::set_persistent_compute_copies(true);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("persistent compute copies: no parameter cast after the first step, bit-identical training",
+          "[amp][autocast][persistent]") {
+  const int steps = 5;
+  for (const DType dtype : {DType::f16, DType::bf16}) {
+    for (const bool adam : {true, false}) {
+      INFO(dtype_name(dtype) << (adam ? " Adam" : " SGD"));
+      const PersistentRun on = run_persistent(dtype, true, adam, steps);
+      const PersistentRun off = run_persistent(dtype, false, adam, steps);
+      // Per step: x and x * 0.5 are cast (activations); the weight and bias only on the first step with
+      // persistent copies (the optimizer writes them afterwards), on every step without.
+      CHECK(off.linear_casts == steps * (2 + 2));
+      CHECK(on.linear_casts == steps * 2 + 2);
+      CHECK(on.persistent_hits == 2 * (steps - 1));
+      CHECK(off.persistent_hits == 0);
+      CHECK(on.losses == off.losses);
+      CHECK(on.weight == off.weight);
+      CHECK(on.bias == off.bias);
+      CHECK(on.losses.front() != on.losses.back());  // it did train
+    }
+  }
+}
+
+TEST_CASE("persistent compute copies follow the master's version and are freed with the optimizer",
+          "[amp][autocast][persistent]") {
+  const size_t before = amp::persistent_copy_count();
+  manual_seed(3);
+  nn::Linear fc(4, 4);
+  const Tensor x = randn(Shape{2, 4});
+  {
+    optim::SGD opt(fc.parameters(), {.lr = 0.1});
+    auto forward_casts = [&] {
+      amp::reset_stats();
+      amp::Autocast ac(Device::cpu(), DType::f16);
+      const Tensor y = fc.forward(x);
+      clear_tape();
+      return amp::stats().at(OpKind::linear).casts;
+    };
+    auto weight_copy = [&] {
+      amp::Autocast ac(Device::cpu(), DType::f16);
+      const std::vector<float> w16 = cast(fc.weight, DType::f16).to_vector<float>();
+      clear_tape();
+      return w16;
+    };
+    auto step_with_grads = [&](bool bias) {
+      fc.weight.set_grad(ones({4, 4}));
+      fc.bias.set_grad(bias ? ones({4}) : Tensor());
+      opt.step();
+    };
+    // Until the optimizer's first update, the parameters are cast as usual and nothing is kept.
+    CHECK(forward_casts() == 1 + 2);
+    CHECK(forward_casts() == 1 + 2);
+    CHECK(amp::persistent_copy_count() == before);
+    step_with_grads(true);  // creates and writes both f16 copies
+    CHECK(amp::persistent_copy_count() == before + 2);
+    CHECK(forward_casts() == 1);  // only x: valid across guard exits and tape generations
+    CHECK(forward_casts() == 1);
+    // A write into the master (copy_ bumps the version) makes its copy stale: it is cast again, once.
+    fc.weight.copy_(zeros({4, 4}));
+    CHECK(forward_casts() == 1 + 1);
+    CHECK(forward_casts() == 1);
+    CHECK(weight_copy() == std::vector<float>(16, 0.0f));
+    // A step without a bias gradient: the weight's copy is rewritten by the update, the bias's stays valid.
+    step_with_grads(false);
+    CHECK(forward_casts() == 1);
+    CHECK(weight_copy() == std::vector<float>(16, static_cast<float>(Half(-0.1f))));
+    // Another dtype gets a copy of its own at the next update; the optimizer refreshes the one cast last.
+    amp::reset_stats();
+    {
+      amp::Autocast ac(Device::cpu(), DType::bf16);
+      const Tensor y = fc.forward(x);
+      clear_tape();
+    }
+    CHECK(amp::stats().at(OpKind::linear).casts == 1 + 2);
+    step_with_grads(true);
+    CHECK(amp::persistent_copy_count() == before + 4);
+    CHECK(forward_casts() == 1 + 2);  // the f16 copies are stale now (the bf16 ones were written)
+    amp::set_persistent_compute_copies(false);
+    CHECK(amp::persistent_copy_count() == before);
+    CHECK(forward_casts() == 1 + 2);  // off: plain per-step casts
+    step_with_grads(true);
+    CHECK(amp::persistent_copy_count() == before);
+    amp::set_persistent_compute_copies(true);
+  }
+  CHECK(amp::persistent_copy_count() == before);  // freed with the optimizer
 }
