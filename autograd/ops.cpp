@@ -2,6 +2,7 @@
 #include "autograd/ops.h"
 
 #include <array>
+#include <tuple>
 
 #include "autograd/dispatch.h"
 #include "core/conv_kernels.h"
@@ -291,8 +292,9 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
     MIXTAPE_CHECK(b.dim() == 1 && b.size(0) == w.size(0), "linear: expected a bias of shape (", w.size(0), ",), got ",
                   b.shape().to_string());
   const Tensor x2 = x.dim() == 1 ? kernels::view(x, Shape{1, x.size(0)}) : x;
-  Tensor out = kernels::matmul(x2, w, false, true);
-  if (b.defined()) out = bin(BinaryOp::add, out, b);
+  // The bias is added by the GEMM's epilogue, in float before the one rounding of the output.
+  Tensor out = b.defined() ? kernels::matmul_bias(x2, w, false, true, b, GemmEpilogue::bias)
+                           : kernels::matmul(x2, w, false, true);
   if (x.dim() == 1) out = kernels::view(out, Shape{w.size(0)});
   if (!should_record({&x, &w, &b})) return out;
   const Saved saved_x = w.requires_grad() ? Saved(x, x_in) : Saved(), saved_w = x.requires_grad() ? Saved(w, w_in) : Saved();
@@ -303,8 +305,14 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in) {
     const int64_t out_features = g.size(-1);
     const Tensor g2 = kernels::view(g, Shape{-1, out_features});
     if (needs[0]) gx = kernels::view(kernels::matmul(g2, sw, false, false), x_shape);        // (..., in)
-    if (needs[1]) gw = kernels::matmul(g2, kernels::view(sx, Shape{-1, sx.size(-1)}), true, false);  // (out, in)
-    if (needs[2]) gb = kernels::reduce(ReduceOp::sum, g2, {0}, false);                          // (out)
+    if (needs[1] && needs[2]) {
+      // grad_bias = the row sums of g2^T, from the same GEMM as grad_weight (cuBLASLt's BGRAD epilogue).
+      std::tie(gw, gb) = kernels::matmul_with_a_sums(g2, kernels::view(sx, Shape{-1, sx.size(-1)}), true, false);
+    } else if (needs[1]) {
+      gw = kernels::matmul(g2, kernels::view(sx, Shape{-1, sx.size(-1)}), true, false);  // (out, in)
+    } else if (needs[2]) {
+      gb = kernels::reduce(ReduceOp::sum, g2, {0}, false);  // (out)
+    }
     return Grads{gx, gw, gb};
   });
 }

@@ -216,35 +216,36 @@ Tensor argmax(const Tensor& x, int64_t axis, bool keepdim) {
   return view(r, out);
 }
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
-  check_defined(a, "matmul", "a");
-  check_defined(b, "matmul", "b");
-  check_same_device(a, b, "matmul");
-  check_same_dtype(a, b, "matmul");
-  check_floating(a, "matmul");
-  MIXTAPE_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: expected tensors with at least 2 dimensions, got a ",
+namespace {
+/// GemmArgs of matmul(a, b) with a fresh output (shapes checked as matmul documents).
+GemmArgs matmul_args(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, const char* op) {
+  check_defined(a, op, "a");
+  check_defined(b, op, "b");
+  check_same_device(a, b, op);
+  check_same_dtype(a, b, op);
+  check_floating(a, op);
+  MIXTAPE_CHECK(a.dim() >= 2 && b.dim() >= 2, op, ": expected tensors with at least 2 dimensions, got a ",
                 a.shape().to_string(), " and b ", b.shape().to_string());
   const int64_t m = trans_a ? a.size(-1) : a.size(-2), k = trans_a ? a.size(-2) : a.size(-1);
   const int64_t kb = trans_b ? b.size(-1) : b.size(-2), n = trans_b ? b.size(-2) : b.size(-1);
-  MIXTAPE_CHECK(k == kb, "matmul: inner dimensions differ: a ", a.shape().to_string(), (trans_a ? "^T" : ""), " @ b ",
+  MIXTAPE_CHECK(k == kb, op, ": inner dimensions differ: a ", a.shape().to_string(), (trans_a ? "^T" : ""), " @ b ",
                 b.shape().to_string(), (trans_b ? "^T" : ""), " (", k, " vs ", kb, ")");
   Shape batch_a, batch_b;
   for (int i = 0; i < a.dim() - 2; ++i) batch_a.push_back(a.shape()[i]);
   for (int i = 0; i < b.dim() - 2; ++i) batch_b.push_back(b.shape()[i]);
-  MIXTAPE_CHECK(batch_a.size() == 0 || batch_b.size() == 0 || batch_a == batch_b, "matmul: batch dimensions differ: a ",
+  MIXTAPE_CHECK(batch_a.size() == 0 || batch_b.size() == 0 || batch_a == batch_b, op, ": batch dimensions differ: a ",
                 a.shape().to_string(), " and b ", b.shape().to_string());
   const Shape& batch = batch_a.size() ? batch_a : batch_b;
   Shape out_shape = batch;
   out_shape.push_back(m);
   out_shape.push_back(n);
-  Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
   GemmArgs g;
+  g.out = Tensor::empty(out_shape, a.dtype(), a.device());
   g.trans_a = trans_a;
   g.trans_b = trans_b;
   g.m = m;
   g.n = n;
   g.k = k;
-  g.out = out;
   g.a = a;
   g.b = b;
   if (batch_b.size() == 0 && !trans_a) {
@@ -257,13 +258,108 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
     g.stride_b = batch_b.size() ? k * n : 0;
     g.stride_out = m * n;
   }
-  if (out.numel() == 0) return out;
-  if (k == 0) {
-    backend_for(a.device()).fill(out, 0.0);
-    return out;
+  return g;
+}
+
+/// Checks one GEMM operand holds (batch - 1) * stride + rows * cols elements.
+void check_operand(const Tensor& t, const char* arg, int64_t batch, int64_t stride, int64_t rows, int64_t cols) {
+  MIXTAPE_CHECK(stride >= 0, "gemm: negative batch stride ", stride, " for '", arg, "'");
+  const int64_t need = (batch - 1) * stride + rows * cols;
+  MIXTAPE_CHECK(t.numel() >= need, "gemm: '", arg, "' ", t.shape().to_string(), " holds ", t.numel(),
+                " elements but a (", rows, ", ", cols, ") matrix per batch entry with batch ", batch, " and stride ",
+                stride, " needs ", need);
+}
+}  // namespace
+
+void gemm(const GemmArgs& g) {
+  check_defined(g.a, "gemm", "a");
+  check_defined(g.b, "gemm", "b");
+  check_defined(g.out, "gemm", "out");
+  check_same_device(g.a, g.b, "gemm");
+  check_same_device(g.a, g.out, "gemm");
+  check_same_dtype(g.a, g.b, "gemm");
+  check_same_dtype(g.a, g.out, "gemm");
+  check_floating(g.a, "gemm");
+  MIXTAPE_CHECK(g.m >= 1 && g.n >= 1 && g.k >= 1 && g.batch >= 1, "gemm: expected m, n, k and batch >= 1, got m=", g.m,
+                " n=", g.n, " k=", g.k, " batch=", g.batch);
+  check_operand(g.a, "a", g.batch, g.stride_a, g.m, g.k);
+  check_operand(g.b, "b", g.batch, g.stride_b, g.k, g.n);
+  check_operand(g.out, "out", g.batch, g.stride_out, g.m, g.n);
+  MIXTAPE_CHECK(g.batch == 1 || g.stride_out >= g.m * g.n, "gemm: output batch stride ", g.stride_out,
+                " is smaller than one (", g.m, ", ", g.n, ") output: batch entries would overlap");
+  if (g.epilogue != GemmEpilogue::none) {
+    MIXTAPE_CHECK(g.batch == 1, "gemm: a bias epilogue needs batch == 1, got batch ", g.batch);
+    check_defined(g.bias, "gemm", "bias");
+    check_same_device(g.bias, g.out, "gemm bias");
+    MIXTAPE_CHECK(g.bias.dtype() == g.out.dtype(), "gemm: the bias must have the output's dtype ",
+                  dtype_name(g.out.dtype()), ", got ", dtype_name(g.bias.dtype()));
+    MIXTAPE_CHECK(g.bias.dim() == 1 && g.bias.size(0) == g.n, "gemm: expected a bias of shape (", g.n, ",), got ",
+                  g.bias.shape().to_string());
+  } else {
+    MIXTAPE_CHECK(!g.bias.defined(), "gemm: a bias was given with epilogue none; choose GemmEpilogue::bias (or ",
+                  "bias_relu / bias_gelu)");
+  }
+  if (g.a_sums.defined()) {
+    MIXTAPE_CHECK(g.batch == 1, "gemm: a_sums needs batch == 1, got batch ", g.batch);
+    check_same_device(g.a_sums, g.a, "gemm a_sums");
+    MIXTAPE_CHECK(g.a_sums.dtype() == g.a.dtype(), "gemm: a_sums must have a's dtype ", dtype_name(g.a.dtype()),
+                  ", got ", dtype_name(g.a_sums.dtype()));
+    MIXTAPE_CHECK(g.a_sums.dim() == 1 && g.a_sums.size(0) == g.m, "gemm: expected a_sums of shape (", g.m, ",), got ",
+                  g.a_sums.shape().to_string());
+  }
+  backend_for(g.out.device()).gemm(g);
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  GemmArgs g = matmul_args(a, b, trans_a, trans_b, "matmul");
+  if (g.out.numel() == 0) return g.out;
+  if (g.k == 0) {
+    backend_for(a.device()).fill(g.out, 0.0);
+    return g.out;
   }
   backend_for(a.device()).gemm(g);
-  return out;
+  return g.out;
+}
+
+Tensor matmul_bias(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, const Tensor& bias,
+                   GemmEpilogue epilogue) {
+  GemmArgs g = matmul_args(a, b, trans_a, trans_b, "matmul_bias");
+  MIXTAPE_CHECK(epilogue != GemmEpilogue::none, "matmul_bias: expected a bias epilogue, got none (use matmul)");
+  MIXTAPE_CHECK(g.batch == 1, "matmul_bias: a bias epilogue needs one GEMM (a 2-D b, or a 2-D a without trans_a); got a ",
+                a.shape().to_string(), (trans_a ? "^T" : ""), " and b ", b.shape().to_string());
+  check_defined(bias, "matmul_bias", "bias");
+  check_same_device(bias, a, "matmul_bias");
+  check_same_dtype(bias, a, "matmul_bias");
+  MIXTAPE_CHECK(bias.dim() == 1 && bias.size(0) == g.n, "matmul_bias: expected a bias of shape (", g.n, ",), got ",
+                bias.shape().to_string());
+  if (g.out.numel() == 0) return g.out;
+  if (g.k == 0) {  // no product: the epilogue of zeros + bias
+    const UnaryOp act = epilogue == GemmEpilogue::bias_relu   ? UnaryOp::relu
+                        : epilogue == GemmEpilogue::bias_gelu ? UnaryOp::gelu
+                                                              : UnaryOp::identity;
+    const Tensor row = unary(act, bias);
+    return view(broadcast_to(row, Shape{g.m, g.n}), g.out.shape());
+  }
+  g.bias = bias;
+  g.epilogue = epilogue;
+  gemm(g);
+  return g.out;
+}
+
+std::pair<Tensor, Tensor> matmul_with_a_sums(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  GemmArgs g = matmul_args(a, b, trans_a, trans_b, "matmul_with_a_sums");
+  MIXTAPE_CHECK(a.dim() == 2 && b.dim() == 2, "matmul_with_a_sums: expected 2-D a and b, got a ", a.shape().to_string(),
+                " and b ", b.shape().to_string());
+  Tensor sums = Tensor::empty(Shape{g.m}, a.dtype(), a.device());
+  if (g.k == 0 || g.m == 0 || g.n == 0) {
+    if (g.out.numel()) backend_for(a.device()).fill(g.out, 0.0);
+    if (g.m && g.n == 0) return {g.out, reduce(ReduceOp::sum, a, {trans_a ? 0 : 1}, false)};
+    if (sums.numel()) backend_for(a.device()).fill(sums, 0.0);
+    return {g.out, sums};
+  }
+  g.a_sums = sums;
+  gemm(g);
+  return {g.out, sums};
 }
 
 Tensor softmax(const Tensor& x, bool log) {

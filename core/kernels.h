@@ -1,6 +1,7 @@
 #pragma once
 // Raw (not recorded) tensor ops: validate arguments, allocate the output on the inputs' device,
 // and call that device's backend. The differentiable API in autograd/ops.h is built on these.
+#include <utility>
 #include <vector>
 
 #include "core/backend.h"
@@ -30,6 +31,17 @@ Tensor argmax(const Tensor& x, int64_t axis, bool keepdim);
 /// Matrix product. a: (..., m, k) (or (..., k, m) when trans_a), b: (k, n) or (..., k, n) with the same
 /// leading dims as a (or transposed when trans_b); batch dims of a 2-D operand are shared.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+/// epilogue(op(a) @ op(b) + bias[None, :]) with one rounding. matmul's shapes restricted to one GEMM: both 2-D,
+/// or a batched a (without trans_a) with a 2-D b; bias (n) in a's dtype; epilogue must not be none.
+Tensor matmul_bias(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, const Tensor& bias,
+                   GemmEpilogue epilogue);
+/// {op(a) @ op(b), sums} for 2-D a and b, sums (m) = op(a) summed over k in a's dtype, rounded once (a Linear's
+/// weight and bias gradients from one GEMM: a = grad_out (rows, out) with trans_a, b = input (rows, in)).
+std::pair<Tensor, Tensor> matmul_with_a_sums(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b);
+/// Validates a fully described GEMM (operands on one device with one floating dtype, sizes and batch strides
+/// within each tensor, k >= 1, epilogue bias and a_sums shapes/dtypes, batch == 1 for both) and runs it on that
+/// device's backend; out is written in place.
+void gemm(const GemmArgs& args);
 
 /// Softmax / log-softmax over the last axis.
 Tensor softmax(const Tensor& x, bool log);

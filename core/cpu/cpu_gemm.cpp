@@ -4,6 +4,8 @@
 // Large products are split across the hardware threads by blocks of output rows (or columns): each block is
 // an independent Eigen product and the split depends only on the shape and the thread count, so results are
 // the same bits run to run.
+// Epilogues (bias, bias + ReLU/GELU) and the row sums of op(a) (a Linear's bias gradient) are applied to the float
+// (double for f64) result before its one rounding, as cuBLASLt's BIAS and BGRAD epilogues do.
 #include <Eigen/Core>
 #include <algorithm>
 #include <mutex>
@@ -12,6 +14,7 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_simd.h"
+#include "core/functors.h"
 
 namespace mixtape::cpu {
 
@@ -94,6 +97,50 @@ float* scratch(std::vector<float>& buf, int64_t n) {
   return buf.data();
 }
 
+/// c[i, j] = act(c[i, j] + bias[j]) in place on an (m, n) row-major block, in the accumulate type A.
+template <class A>
+void apply_epilogue(A* c, int64_t m, int64_t n, const A* bias, GemmEpilogue epilogue) {
+  auto run = [&](auto act) {
+    for (int64_t i = 0; i < m; ++i) {
+      A* row = c + i * n;
+      for (int64_t j = 0; j < n; ++j) row[j] = act(row[j] + bias[j]);
+    }
+  };
+  switch (epilogue) {
+    case GemmEpilogue::none: return;
+    case GemmEpilogue::bias: return run(fn::Identity{});
+    case GemmEpilogue::bias_relu: return run(fn::Relu{});
+    case GemmEpilogue::bias_gelu: return run(fn::Gelu{});
+  }
+}
+
+/// sums[i] = sum_r op(a)[i, r] for op(a) of shape (m, k) (a is (k, m) when trans), accumulated in A in order of r.
+template <class A, class S>
+void op_row_sums(const S* a, bool trans, int64_t m, int64_t k, A* sums) {
+  if (trans) {  // a: (k, m); add its rows one after another (the order of a sum over axis 0)
+    std::fill(sums, sums + m, A(0));
+    for (int64_t r = 0; r < k; ++r) {
+      const S* row = a + r * m;
+      for (int64_t i = 0; i < m; ++i) sums[i] += static_cast<A>(row[i]);
+    }
+  } else {  // a: (m, k)
+    for (int64_t i = 0; i < m; ++i) {
+      A s = A(0);
+      for (int64_t r = 0; r < k; ++r) s += static_cast<A>(a[i * k + r]);
+      sums[i] = s;
+    }
+  }
+}
+
+/// Widens a bias (n) to the accumulate type A.
+template <class A, class T>
+std::vector<A> widen_vector(const Tensor& t) {
+  const T* p = static_cast<const T*>(t.raw_data());
+  std::vector<A> out(static_cast<size_t>(t.numel()));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<A>(p[i]);
+  return out;
+}
+
 }  // namespace
 
 void CpuBackend::gemm(const GemmArgs& g) {
@@ -102,8 +149,20 @@ void CpuBackend::gemm(const GemmArgs& g) {
     const T* pa = static_cast<const T*>(g.a.raw_data());
     const T* pb = static_cast<const T*>(g.b.raw_data());
     T* pc = static_cast<T*>(g.out.raw_data());
+    using A = std::conditional_t<std::is_same_v<T, double>, double, float>;  // accumulate type
+    const bool has_bias = g.epilogue != GemmEpilogue::none;
+    const std::vector<A> bias = has_bias ? widen_vector<A, T>(g.bias) : std::vector<A>();
+    if (g.a_sums.defined()) {  // batch == 1 (checked by kernels::gemm)
+      std::vector<A> sums(static_cast<size_t>(g.m));
+      op_row_sums<A>(pa, g.trans_a, g.m, g.k, sums.data());
+      T* ps = static_cast<T*>(g.a_sums.raw_data());
+      for (int64_t i = 0; i < g.m; ++i) ps[i] = store<T>(sums[static_cast<size_t>(i)]);
+    }
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      for (int64_t i = 0; i < g.batch; ++i) gemm_mapped<T>(pa + i * g.stride_a, pb + i * g.stride_b, pc + i * g.stride_out, g);
+      for (int64_t i = 0; i < g.batch; ++i) {
+        gemm_mapped<T>(pa + i * g.stride_a, pb + i * g.stride_b, pc + i * g.stride_out, g);
+        if (has_bias) apply_epilogue<T>(pc + i * g.stride_out, g.m, g.n, bias.data(), g.epilogue);
+      }
     } else {
       const int64_t na = g.m * g.k, nb = g.k * g.n, nc = g.m * g.n;
       thread_local std::vector<float> buf_a, buf_b, buf_c;
@@ -117,6 +176,7 @@ void CpuBackend::gemm(const GemmArgs& g) {
         T* c = pc + i * g.stride_out;
         if (g.beta != 0.0) widen(c, fc, nc);
         gemm_mapped<float>(fa, fb, fc, g);
+        if (has_bias) apply_epilogue<float>(fc, g.m, g.n, bias.data(), g.epilogue);
         narrow(fc, c, nc);
       }
     }
