@@ -77,7 +77,7 @@ def autocast_support(torch, device, precision):
             enabled, caught = False, caught + [warnings.WarningMessage(str(e), RuntimeWarning, "", 0)]
     if enabled:
         return None
-    why = "; ".join(" ".join(str(w.message).split()) for w in caught) or "autocast stays disabled"
+    why = " ".join(str(caught[-1].message).split()) if caught else "autocast stays disabled"
     return f"PyTorch {torch.__version__} autocast on {device.type} does not support {precision} ({why})"
 
 
@@ -132,16 +132,18 @@ def bench_train(torch, model_name, precision, batch, device, a):
         step()
     if a.warmup:
         state["loss"].item()
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(a.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(a.steps):
             step()
         state["loss"].item()
         sync(torch, device)
         rates.append(batch * a.steps / (time.perf_counter() - t0))
+        cpu_rates.append(batch * a.steps / max(time.process_time() - c0, 1e-9))
     sps = statistics.median(rates)
     return dict(base, supported=True, samples_per_s=sps, repeat_samples_per_s=rates, step_ms=1e3 * batch / sps,
+                samples_per_cpu_s=statistics.median(cpu_rates),
                 peak_mem_bytes=torch.cuda.max_memory_allocated(device) if cuda else None,
                 activation_bytes=state["act"] if cuda else None, allocs_per_step=None,
                 final_loss=state["loss"].item(), skipped_steps=None)
