@@ -55,6 +55,24 @@ void gemm_block(const S* a, int64_t lda, const S* b, int64_t ldb, S* c, int64_t 
   else product(A.transpose(), B.transpose());
 }
 
+/// c[i, j] = act(c[i, j] + bias[j]) in place on an (m, n) row-major block with leading dimension ldc, in the
+/// accumulate type A.
+template <class A>
+void apply_epilogue(A* c, int64_t ldc, int64_t m, int64_t n, const A* bias, GemmEpilogue epilogue) {
+  auto run = [&](auto act) {
+    for (int64_t i = 0; i < m; ++i) {
+      A* row = c + i * ldc;
+      for (int64_t j = 0; j < n; ++j) row[j] = act(row[j] + bias[j]);
+    }
+  };
+  switch (epilogue) {
+    case GemmEpilogue::none: return;
+    case GemmEpilogue::bias: return run(fn::Identity{});
+    case GemmEpilogue::bias_relu: return run(fn::Relu{});
+    case GemmEpilogue::bias_gelu: return run(fn::Gelu{});
+  }
+}
+
 int hardware_threads() {
   static const int n = [] {
     Eigen::initParallel();
@@ -63,9 +81,10 @@ int hardware_threads() {
   return n;
 }
 
-/// C = alpha * op(A) op(B) + beta * C on row-major buffers, split across threads when large enough.
+/// C = epilogue(alpha * op(A) op(B) + beta * C) on row-major buffers (bias: n values, or null for no epilogue),
+/// split across threads when large enough; each thread applies the epilogue to its block while it is in cache.
 template <class S>
-void gemm_mapped(const S* a, const S* b, S* c, const GemmArgs& g) {
+void gemm_mapped(const S* a, const S* b, S* c, const GemmArgs& g, const S* bias = nullptr) {
   const int64_t m = g.m, n = g.n, k = g.k;
   const int64_t lda = g.trans_a ? m : k, ldb = g.trans_b ? k : n, ldc = n;
   constexpr int64_t kMinWork = int64_t{1} << 21;  // multiply-adds per thread worth a thread start
@@ -73,15 +92,21 @@ void gemm_mapped(const S* a, const S* b, S* c, const GemmArgs& g) {
   const bool split_m = m >= n;
   const int64_t extent = split_m ? m : n;
   int64_t parts = std::min<int64_t>({hardware_threads(), m * n * k / kMinWork, extent / kAlign});
-  if (parts <= 1) return gemm_block(a, lda, b, ldb, c, ldc, m, n, g);
+  const GemmEpilogue epilogue = bias ? g.epilogue : GemmEpilogue::none;
+  if (parts <= 1) {
+    gemm_block(a, lda, b, ldb, c, ldc, m, n, g);
+    return apply_epilogue(c, ldc, m, n, bias, epilogue);
+  }
   const int64_t step = (extent / parts + kAlign - 1) / kAlign * kAlign;
   parts = (extent + step - 1) / step;
   auto run = [&](int64_t p) {
     const int64_t lo = p * step, len = std::min(extent, lo + step) - lo;
     if (split_m) {
       gemm_block(a + (g.trans_a ? lo : lo * lda), lda, b, ldb, c + lo * ldc, ldc, len, n, g);
+      apply_epilogue(c + lo * ldc, ldc, len, n, bias, epilogue);
     } else {
       gemm_block(a, lda, b + (g.trans_b ? lo * ldb : lo), ldb, c + lo, ldc, m, len, g);
+      apply_epilogue(c + lo, ldc, m, len, bias ? bias + lo : nullptr, epilogue);
     }
   };
   std::vector<std::thread> workers;
@@ -95,23 +120,6 @@ void gemm_mapped(const S* a, const S* b, S* c, const GemmArgs& g) {
 float* scratch(std::vector<float>& buf, int64_t n) {
   if (buf.size() < static_cast<size_t>(n)) buf.resize(static_cast<size_t>(n));
   return buf.data();
-}
-
-/// c[i, j] = act(c[i, j] + bias[j]) in place on an (m, n) row-major block, in the accumulate type A.
-template <class A>
-void apply_epilogue(A* c, int64_t m, int64_t n, const A* bias, GemmEpilogue epilogue) {
-  auto run = [&](auto act) {
-    for (int64_t i = 0; i < m; ++i) {
-      A* row = c + i * n;
-      for (int64_t j = 0; j < n; ++j) row[j] = act(row[j] + bias[j]);
-    }
-  };
-  switch (epilogue) {
-    case GemmEpilogue::none: return;
-    case GemmEpilogue::bias: return run(fn::Identity{});
-    case GemmEpilogue::bias_relu: return run(fn::Relu{});
-    case GemmEpilogue::bias_gelu: return run(fn::Gelu{});
-  }
 }
 
 /// sums[i] = sum_r op(a)[i, r] for op(a) of shape (m, k) (a is (k, m) when trans), accumulated in A in order of r.
@@ -160,8 +168,8 @@ void CpuBackend::gemm(const GemmArgs& g) {
     }
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
       for (int64_t i = 0; i < g.batch; ++i) {
-        gemm_mapped<T>(pa + i * g.stride_a, pb + i * g.stride_b, pc + i * g.stride_out, g);
-        if (has_bias) apply_epilogue<T>(pc + i * g.stride_out, g.m, g.n, bias.data(), g.epilogue);
+        gemm_mapped<T>(pa + i * g.stride_a, pb + i * g.stride_b, pc + i * g.stride_out, g,
+                       has_bias ? bias.data() : nullptr);
       }
     } else {
       const int64_t na = g.m * g.k, nb = g.k * g.n, nc = g.m * g.n;
@@ -175,8 +183,7 @@ void CpuBackend::gemm(const GemmArgs& g) {
         if (i == 0 || g.stride_b) widen(pb + i * g.stride_b, fb, nb);
         T* c = pc + i * g.stride_out;
         if (g.beta != 0.0) widen(c, fc, nc);
-        gemm_mapped<float>(fa, fb, fc, g);
-        if (has_bias) apply_epilogue<float>(fc, g.m, g.n, bias.data(), g.epilogue);
+        gemm_mapped<float>(fa, fb, fc, g, has_bias ? bias.data() : nullptr);
         narrow(fc, c, nc);
       }
     }
