@@ -34,7 +34,7 @@ enum class GemmEpilogue : uint8_t {
   none,       ///< out = alpha * op(a) @ op(b) + beta * out
   bias,       ///< ... + bias[None, :]
   bias_relu,  ///< relu(... + bias[None, :])
-  bias_gelu   ///< gelu(... + bias[None, :]) (tanh approximation, as fn::Gelu)
+  bias_gelu   ///< gelu(... + bias[None, :]) (the exact erf GELU of fn::Gelu)
 };
 
 /// out[b] = alpha * op(a[b]) @ op(b[b]) + beta * out[b], op = transpose when the flag is set.
@@ -51,8 +51,9 @@ struct GemmArgs {
   /// and the result is rounded once.
   GemmEpilogue epilogue = GemmEpilogue::none;
   Tensor bias;
-  /// Optional (batch == 1 only): receives a_sums[i] = sum_k op(a)[i, k] in a's dtype, rounded once (a Linear's
-  /// bias gradient in the same pass as its weight gradient: a = grad_out with trans_a, cuBLASLt's BGRAD epilogue).
+  /// Optional (batch == 1 only): receives a_sums[i] = sum_k op(a)[i, k] (not scaled by alpha) in a's dtype,
+  /// rounded once (a Linear's bias gradient in the same pass as its weight gradient: a = grad_out with trans_a,
+  /// cuBLASLt's BGRAD epilogue).
   Tensor a_sums;
 };
 
