@@ -114,8 +114,9 @@ class CudaBackend final : public Backend {
 CudaBackend& backend(int index);
 /// The CUDA backend a CUDA tensor lives on.
 CudaBackend& backend_of(const Tensor& t);
-/// Copies between the host and a GPU or between two GPUs (same dtype and byte size); waits until the data
-/// is usable by the host when the destination is the CPU.
+/// Copies between the host and a GPU or between two GPUs (same dtype and byte size). Host -> device returns
+/// at once (a pageable source is staged through pinned memory first, so the caller may reuse it); GPU -> GPU is
+/// ordered by events on both streams; device -> host waits until the host can read the data.
 void copy_across_devices(const Tensor& src, const Tensor& dst);
 
 }  // namespace mixtape::cuda
