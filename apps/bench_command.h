@@ -24,7 +24,7 @@ struct BenchOptions {
   std::vector<std::string> models{"mlp", "cnn"};
   std::vector<std::string> precisions{"fp32", "fp16", "bf16"};
   std::vector<int64_t> batches{32, 128, 512};
-  int warmup = 3;    ///< untimed steps before the timed ones
+  int warmup = 5;    ///< untimed steps before the timed ones (PyTorch needs a few to reach its pace)
   int steps = 10;    ///< timed steps per repeat
   int repeats = 3;   ///< timed repeats; the median is reported
   std::vector<std::string> gemm_shapes{"128x1024x1024", "1024x1024x1024", "2048x2048x2048"};  ///< MxNxK

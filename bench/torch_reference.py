@@ -29,7 +29,7 @@ def parse_args():
     p.add_argument("--models", default="mlp,cnn")
     p.add_argument("--precisions", default="fp32,fp16,bf16")
     p.add_argument("--batches", default="32,128,512")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gemm-shapes", default="128x1024x1024,1024x1024x1024,2048x2048x2048")
