@@ -29,21 +29,24 @@ std::shared_ptr<nn::Module> make_cnn() {
       .add(std::make_shared<nn::Linear>(128, 10));
   return net;
 }
+/// Flatten -> 784 -> hidden -> hidden -> 10 with ReLU.
+std::shared_ptr<nn::Module> make_mlp(int64_t hidden) {
+  auto net = std::make_shared<nn::Sequential>();
+  net->add(std::make_shared<nn::Flatten>())
+      .add(std::make_shared<nn::Linear>(784, hidden))
+      .add(std::make_shared<nn::ReLU>())
+      .add(std::make_shared<nn::Linear>(hidden, hidden))
+      .add(std::make_shared<nn::ReLU>())
+      .add(std::make_shared<nn::Linear>(hidden, 10));
+  return net;
+}
 }  // namespace
 
-std::vector<std::string> model_names() { return {"mlp", "cnn"}; }
+std::vector<std::string> model_names() { return {"mlp", "cnn", "wide"}; }
 
 std::shared_ptr<nn::Module> make_model(const std::string& name) {
-  if (name == "mlp") {
-    auto net = std::make_shared<nn::Sequential>();
-    net->add(std::make_shared<nn::Flatten>())
-        .add(std::make_shared<nn::Linear>(784, 1024))
-        .add(std::make_shared<nn::ReLU>())
-        .add(std::make_shared<nn::Linear>(1024, 1024))
-        .add(std::make_shared<nn::ReLU>())
-        .add(std::make_shared<nn::Linear>(1024, 10));
-    return net;
-  }
+  if (name == "mlp") return make_mlp(1024);
+  if (name == "wide") return make_mlp(8192);
   if (name == "cnn") return make_cnn();
   std::string known;
   for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;

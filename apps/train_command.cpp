@@ -52,6 +52,9 @@ CLI::App* add_train_command(CLI::App& app, TrainConfig& c, bool& json) {
   cmd->add_option("--precision", c.precision, "fp32, fp16 or bf16 (autocast with float32 masters)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
+  cmd->add_flag("--tf32", c.tf32,
+                "Let float32 matrix products and convolutions on a GPU use TF32 tensor cores (10-bit mantissa inputs, "
+                "float32 accumulation); off by default, so fp32 runs are exact float32");
   cmd->add_flag("--amp-report", c.amp_report,
                 "After training, print per op type the dtype it ran in, casts inserted, bytes cast and cache hits");
   cmd->add_option("--log", c.log_path, "Write a per-step CSV (step,epoch,loss,lr,loss_scale,skipped) to FILE");

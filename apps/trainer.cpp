@@ -19,6 +19,7 @@
 #include "apps/models.h"
 #include "autograd/ops.h"
 #include "core/backend.h"
+#include "core/gemm_settings.h"
 #include "core/kernels.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -130,7 +131,8 @@ DType precision_dtype(const std::string& precision) {
 nlohmann::json to_json(const TrainConfig& c) {
   return {{"model", c.model},   {"device", c.device}, {"precision", c.precision}, {"loss_scale", c.loss_scale},         {"epochs", c.epochs}, {"batch", c.batch},
           {"lr", c.lr},         {"optimizer", c.optimizer},   {"momentum", c.momentum},
-          {"weight_decay", c.weight_decay}, {"seed", c.seed}, {"limit", c.limit},   {"test_limit", c.test_limit}};
+          {"weight_decay", c.weight_decay}, {"seed", c.seed}, {"limit", c.limit},   {"test_limit", c.test_limit},
+          {"tf32", c.tf32}};
 }
 
 nlohmann::json to_json(const TrainResult& r) {
@@ -158,6 +160,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   MIXTAPE_CHECK(std::isfinite(c.lr) && c.lr > 0, "--lr must be a positive number, got ", c.lr);
   MIXTAPE_CHECK(c.limit == -1 || c.limit >= 1, "--limit must be at least 1, got ", c.limit);
   const Device device = resolve_device(c.device);
+  set_allow_tf32(c.tf32);  // process-wide, like torch.backends.cuda.matmul.allow_tf32; off unless asked for
   const DType lower = precision_dtype(c.precision);
   const bool use_amp = lower != DType::f32;
   MIXTAPE_CHECK(c.loss_scale == "auto" || c.loss_scale == "on" || c.loss_scale == "off",

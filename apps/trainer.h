@@ -17,6 +17,7 @@ struct TrainConfig {
   std::string precision = "fp32";  ///< fp32, fp16 or bf16 (autocast with float32 masters)
   std::string loss_scale = "auto";  ///< auto (on for fp16, off for bf16/fp32), on or off
   bool amp_report = false;          ///< print amp::report() after training
+  bool tf32 = false;                ///< let float32 GEMMs/convolutions use TF32 tensor cores (CUDA; set_allow_tf32)
   int64_t epochs = 1;           ///< total epochs (a resumed run continues up to this many)
   int64_t batch = 128;
   double lr = 1e-3;
