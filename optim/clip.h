@@ -12,8 +12,9 @@ namespace mixtape::optim {
 ///   coef  = max_norm / (total + 1e-6); every gradient is multiplied by coef when coef < 1.
 /// Parameters without a gradient are ignored; with no gradient at all the result is 0.
 /// Precision: on the CPU the norms are accumulated in double (no overflow for float32 gradients); on
-/// another device each gradient's norm is reduced there (float accumulation, double for f64), then the
-/// per-gradient norms are combined in double. coef is rounded to each gradient's dtype before multiplying.
+/// another device each gradient's partial sum (|g|^p, f16/bf16 widened to float32 first) is reduced and
+/// added there in float32, with one host read per device. coef is rounded to each gradient's dtype before
+/// multiplying.
 /// Non-finite norms are returned as they are and the gradients are scaled as PyTorch does: a NaN total
 /// (some gradient holds NaN) gives coef NaN, so every gradient becomes NaN; an infinite total (some
 /// gradient holds inf and none NaN) gives coef 0, so finite entries become 0 (keeping their sign) and
