@@ -32,8 +32,46 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
+// The target pragma enables the instructions but does not define the macros by which Eigen chooses its kernels
+// (without them it compiles its SSE2 GEBP, mr = 8 floats, instead of the AVX2/FMA one, mr = 24): define the ones
+// the compiler did not, and undefine them again after the region.
+#ifndef __SSE3__
+#define __SSE3__ 1
+#define MIXTAPE_DEFINED_SSE3 1
+#endif
+#ifndef __SSSE3__
+#define __SSSE3__ 1
+#define MIXTAPE_DEFINED_SSSE3 1
+#endif
+#ifndef __SSE4_1__
+#define __SSE4_1__ 1
+#define MIXTAPE_DEFINED_SSE4_1 1
+#endif
+#ifndef __SSE4_2__
+#define __SSE4_2__ 1
+#define MIXTAPE_DEFINED_SSE4_2 1
+#endif
+#ifndef __AVX__
+#define __AVX__ 1
+#define MIXTAPE_DEFINED_AVX 1
+#endif
+#ifndef __AVX2__
+#define __AVX2__ 1
+#define MIXTAPE_DEFINED_AVX2 1
+#endif
+#ifndef __FMA__
+#define __FMA__ 1
+#define MIXTAPE_DEFINED_FMA 1
+#endif
+#ifndef __F16C__
+#define __F16C__ 1
+#define MIXTAPE_DEFINED_F16C 1
+#endif
 #define Eigen mixtape_eigen_avx2
 #include <Eigen/Core>
+#if !defined(EIGEN_VECTORIZE_AVX2) || !defined(EIGEN_VECTORIZE_FMA)
+#error "cpu_simd_gemm.cpp: Eigen did not select its AVX2 + FMA kernels; the fast float GEMM would be the SSE2 one"
+#endif
 #endif
 
 namespace mixtape::cpu {
@@ -75,4 +113,28 @@ bool gemm_f32_avx2(const float*, int64_t, bool, const float*, int64_t, bool, flo
 
 #if MIXTAPE_EIGEN_AVX2
 #pragma GCC pop_options
+#ifdef MIXTAPE_DEFINED_SSE3
+#undef __SSE3__
+#endif
+#ifdef MIXTAPE_DEFINED_SSSE3
+#undef __SSSE3__
+#endif
+#ifdef MIXTAPE_DEFINED_SSE4_1
+#undef __SSE4_1__
+#endif
+#ifdef MIXTAPE_DEFINED_SSE4_2
+#undef __SSE4_2__
+#endif
+#ifdef MIXTAPE_DEFINED_AVX
+#undef __AVX__
+#endif
+#ifdef MIXTAPE_DEFINED_AVX2
+#undef __AVX2__
+#endif
+#ifdef MIXTAPE_DEFINED_FMA
+#undef __FMA__
+#endif
+#ifdef MIXTAPE_DEFINED_F16C
+#undef __F16C__
+#endif
 #endif
