@@ -1,19 +1,17 @@
-// CPU conv2d (im2col + Eigen GEMM) and 2-D pooling, NCHW contiguous. f16/bf16 are widened to float, computed in
+// CPU conv2d (im2col + the threaded GEMM of cpu_gemm.h) and 2-D pooling, NCHW contiguous. f16/bf16 are widened to float, computed in
 // float and rounded once on store; f32 computes in float, f64 in double.
-#include <Eigen/Core>
 #include <algorithm>
 #include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/cpu_gemm.h"
+#include "core/cpu/cpu_simd.h"
 
 namespace mixtape::cpu {
 
 namespace {
-
-template <class S>
-using RowMat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 /// The compute type of a storage type: double for f64, float otherwise.
 template <class T>
@@ -39,13 +37,13 @@ ConvDims dims_of(const Tensor& x, const Tensor& w, const Tensor& y) {
   return {x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2), w.size(3), y.size(2), y.size(3)};
 }
 
-/// cols (C*KH*KW, OH*OW) from one sample xs (C, H, W); zero where the window reads padding.
+/// cols (C*KH*KW, OH*OW), rows ld apart, from one sample xs (C, H, W); zero where the window reads padding.
 template <class S>
-void im2col(const S* xs, S* cols, const ConvDims& d, const Conv2dParams& p) {
+void im2col(const S* xs, S* cols, int64_t ld, const ConvDims& d, const Conv2dParams& p) {
   for (int64_t c = 0; c < d.c; ++c)
     for (int64_t i = 0; i < d.kh; ++i)
       for (int64_t j = 0; j < d.kw; ++j) {
-        S* row = cols + ((c * d.kh + i) * d.kw + j) * d.ohw();
+        S* row = cols + ((c * d.kh + i) * d.kw + j) * ld;
         for (int64_t oh = 0; oh < d.oh; ++oh) {
           const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dil_h;
           S* r = row + oh * d.ow;
@@ -62,13 +60,13 @@ void im2col(const S* xs, S* cols, const ConvDims& d, const Conv2dParams& p) {
       }
 }
 
-/// xs (C, H, W) += the columns scattered back (the adjoint of im2col); xs must be zeroed by the caller.
+/// xs (C, H, W) += the columns (rows ld apart) scattered back (the adjoint of im2col); xs is zeroed by the caller.
 template <class S>
-void col2im(const S* cols, S* xs, const ConvDims& d, const Conv2dParams& p) {
+void col2im(const S* cols, int64_t ld, S* xs, const ConvDims& d, const Conv2dParams& p) {
   for (int64_t c = 0; c < d.c; ++c)
     for (int64_t i = 0; i < d.kh; ++i)
       for (int64_t j = 0; j < d.kw; ++j) {
-        const S* row = cols + ((c * d.kh + i) * d.kw + j) * d.ohw();
+        const S* row = cols + ((c * d.kh + i) * d.kw + j) * ld;
         for (int64_t oh = 0; oh < d.oh; ++oh) {
           const int64_t ih = oh * p.stride_h - p.pad_h + i * p.dil_h;
           if (ih < 0 || ih >= d.h) continue;
@@ -82,50 +80,112 @@ void col2im(const S* cols, S* xs, const ConvDims& d, const Conv2dParams& p) {
       }
 }
 
+/// A per-thread buffer of at least n values of S (slot: which of the caller's buffers), reused across calls.
+template <class S>
+S* scratch(int slot, int64_t n) {
+  thread_local std::vector<S> bufs[4];
+  std::vector<S>& b = bufs[slot];
+  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
+  return b.data();
+}
+
+/// src (n values of T) in the compute type S: src itself when T is S, else widened into scratch slot `slot`.
+template <class T, class S>
+const S* as_compute(const T* src, int64_t n, int slot) {
+  if constexpr (std::is_same_v<T, S>) {
+    return src;
+  } else {
+    S* dst = scratch<S>(slot, n);
+    if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) widen(src, dst, n);
+    else load(src, dst, n);
+    return dst;
+  }
+}
+
+/// Samples per im2col GEMM: as many as keep the column matrix (C*KH*KW, samples*OH*OW) under ~8 MiB of floats,
+/// at least one. One GEMM over many samples gives the threaded GEMM a wide product to split.
+int64_t chunk_samples(const ConvDims& d) {
+  constexpr int64_t kColsBudget = int64_t{1} << 21;
+  return std::clamp<int64_t>(kColsBudget / std::max<int64_t>(d.ckk() * d.ohw(), 1), 1, std::max<int64_t>(d.n, 1));
+}
+
 }  // namespace
+
+// Each convolution runs over chunks of samples: the chunk's im2col columns side by side, (C*KH*KW, nb*OH*OW), and
+// one GEMM through cpu_gemm.h's threaded (AVX2 + FMA where available) path in the compute type; f16/bf16 are
+// widened first and each output is rounded once.
 
 void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& out, const Conv2dParams& p) {
   dispatch_floating(x.dtype(), "conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using S = Acc<T>;
     const ConvDims d = dims_of(x, w, out);
-    std::vector<S> wf(static_cast<size_t>(d.oc * d.ckk())), bf(static_cast<size_t>(d.oc), S(0));
-    load(w.data<T>(), wf.data(), d.oc * d.ckk());
+    const int64_t chw = d.c * d.h * d.w, ohw = d.ohw(), ckk = d.ckk(), chunk = chunk_samples(d);
+    const S* wf = as_compute<T, S>(w.data<T>(), d.oc * ckk, 0);
+    std::vector<S> bf(static_cast<size_t>(d.oc), S(0));
     if (b.defined()) load(b.data<T>(), bf.data(), d.oc);
-    std::vector<S> xs(static_cast<size_t>(d.c * d.h * d.w)), cols(static_cast<size_t>(d.ckk() * d.ohw())),
-        ys(static_cast<size_t>(d.oc * d.ohw()));
-    Eigen::Map<const RowMat<S>> W(wf.data(), d.oc, d.ckk());
-    Eigen::Map<const RowMat<S>> C(cols.data(), d.ckk(), d.ohw());
-    Eigen::Map<RowMat<S>> Y(ys.data(), d.oc, d.ohw());
-    Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, 1>> B(bf.data(), d.oc);
-    for (int64_t n = 0; n < d.n; ++n) {
-      load(x.data<T>() + n * d.c * d.h * d.w, xs.data(), d.c * d.h * d.w);
-      im2col(xs.data(), cols.data(), d, p);
-      Y.noalias() = W * C;
-      if (b.defined()) Y.colwise() += B;
-      save(ys.data(), out.data<T>() + n * d.oc * d.ohw(), d.oc * d.ohw());
+    S* cols = scratch<S>(1, ckk * chunk * ohw);
+    S* ys = scratch<S>(2, d.oc * chunk * ohw);
+    for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
+      const int64_t nb = std::min(chunk, d.n - n0), ld = nb * ohw;
+      for (int64_t s = 0; s < nb; ++s)
+        im2col(as_compute<T, S>(x.data<T>() + (n0 + s) * chw, chw, 3), cols + s * ohw, ld, d, p);
+      gemm_acc(wf, ckk, false, cols, ld, false, ys, ld, d.oc, ld, ckk, S(1), S(0));  // (OC, nb*OH*OW)
+      for (int64_t s = 0; s < nb; ++s)
+        for (int64_t o = 0; o < d.oc; ++o) {
+          const S* y = ys + o * ld + s * ohw;
+          T* dst = out.data<T>() + ((n0 + s) * d.oc + o) * ohw;
+          if (b.defined()) {
+            const S bias = bf[static_cast<size_t>(o)];
+            for (int64_t j = 0; j < ohw; ++j) dst[j] = store<T>(y[j] + bias);
+          } else {
+            for (int64_t j = 0; j < ohw; ++j) dst[j] = store<T>(y[j]);
+          }
+        }
     }
   });
 }
+
+namespace {
+/// g (OC, nb*OH*OW), rows ld apart, gathered from nb samples of gy (N, OC, OH, OW) starting at sample n0.
+template <class T, class S>
+void gather_grad(const T* gy, int64_t n0, int64_t nb, const ConvDims& d, S* g, int64_t ld) {
+  const int64_t ohw = d.ohw();
+  for (int64_t s = 0; s < nb; ++s)
+    for (int64_t o = 0; o < d.oc; ++o) {
+      const T* src = gy + ((n0 + s) * d.oc + o) * ohw;
+      S* dst = g + o * ld + s * ohw;
+      if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) widen(src, dst, ohw);
+      else load(src, dst, ohw);
+    }
+}
+}  // namespace
 
 void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const Tensor& gx, const Conv2dParams& p) {
   dispatch_floating(gy.dtype(), "conv2d backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using S = Acc<T>;
     const ConvDims d = dims_of(gx, w, gy);
-    std::vector<S> wf(static_cast<size_t>(d.oc * d.ckk()));
-    load(w.data<T>(), wf.data(), d.oc * d.ckk());
-    std::vector<S> gs(static_cast<size_t>(d.oc * d.ohw())), cols(static_cast<size_t>(d.ckk() * d.ohw())),
-        xs(static_cast<size_t>(d.c * d.h * d.w));
-    Eigen::Map<const RowMat<S>> W(wf.data(), d.oc, d.ckk());
-    Eigen::Map<const RowMat<S>> G(gs.data(), d.oc, d.ohw());
-    Eigen::Map<RowMat<S>> C(cols.data(), d.ckk(), d.ohw());
-    for (int64_t n = 0; n < d.n; ++n) {
-      load(gy.data<T>() + n * d.oc * d.ohw(), gs.data(), d.oc * d.ohw());
-      C.noalias() = W.transpose() * G;
-      std::fill(xs.begin(), xs.end(), S(0));
-      col2im(cols.data(), xs.data(), d, p);
-      save(xs.data(), gx.data<T>() + n * d.c * d.h * d.w, d.c * d.h * d.w);
+    const int64_t chw = d.c * d.h * d.w, ohw = d.ohw(), ckk = d.ckk(), chunk = chunk_samples(d);
+    const S* wf = as_compute<T, S>(w.data<T>(), d.oc * ckk, 0);
+    S* cols = scratch<S>(1, ckk * chunk * ohw);
+    S* gs = scratch<S>(2, d.oc * chunk * ohw);
+    S* xs = scratch<S>(3, chw);
+    for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
+      const int64_t nb = std::min(chunk, d.n - n0), ld = nb * ohw;
+      gather_grad(gy.data<T>(), n0, nb, d, gs, ld);
+      gemm_acc(wf, ckk, true, gs, ld, false, cols, ld, ckk, ld, d.oc, S(1), S(0));  // (C*KH*KW, nb*OH*OW)
+      for (int64_t s = 0; s < nb; ++s) {
+        T* dst = gx.data<T>() + (n0 + s) * chw;
+        if constexpr (std::is_same_v<T, S>) {
+          std::fill(dst, dst + chw, S(0));
+          col2im(cols + s * ohw, ld, dst, d, p);
+        } else {
+          std::fill(xs, xs + chw, S(0));
+          col2im(cols + s * ohw, ld, xs, d, p);
+          save(xs, dst, chw);
+        }
+      }
     }
   });
 }
@@ -136,23 +196,29 @@ void CpuBackend::conv2d_backward_filter(const Tensor& gy, const Tensor& x, const
     using T = typename decltype(tag)::type;
     using S = Acc<T>;
     const ConvDims d = dims_of(x, gw, gy);
-    std::vector<S> gws(static_cast<size_t>(d.oc * d.ckk()), S(0)), gbs(static_cast<size_t>(d.oc), S(0));
-    std::vector<S> gs(static_cast<size_t>(d.oc * d.ohw())), cols(static_cast<size_t>(d.ckk() * d.ohw())),
-        xs(static_cast<size_t>(d.c * d.h * d.w));
-    Eigen::Map<RowMat<S>> GW(gws.data(), d.oc, d.ckk());
-    Eigen::Map<const RowMat<S>> G(gs.data(), d.oc, d.ohw());
-    Eigen::Map<const RowMat<S>> C(cols.data(), d.ckk(), d.ohw());
-    Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>> GB(gbs.data(), d.oc);
-    for (int64_t n = 0; n < d.n; ++n) {
-      load(gy.data<T>() + n * d.oc * d.ohw(), gs.data(), d.oc * d.ohw());
+    const int64_t chw = d.c * d.h * d.w, ohw = d.ohw(), ckk = d.ckk(), chunk = chunk_samples(d);
+    std::vector<S> gws(static_cast<size_t>(d.oc * ckk), S(0)), gbs(static_cast<size_t>(d.oc), S(0));
+    S* cols = scratch<S>(1, ckk * chunk * ohw);
+    S* gs = scratch<S>(2, d.oc * chunk * ohw);
+    for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
+      const int64_t nb = std::min(chunk, d.n - n0), ld = nb * ohw;
+      gather_grad(gy.data<T>(), n0, nb, d, gs, ld);
       if (gw.defined()) {
-        load(x.data<T>() + n * d.c * d.h * d.w, xs.data(), d.c * d.h * d.w);
-        im2col(xs.data(), cols.data(), d, p);
-        GW.noalias() += G * C.transpose();
+        for (int64_t s = 0; s < nb; ++s)
+          im2col(as_compute<T, S>(x.data<T>() + (n0 + s) * chw, chw, 3), cols + s * ohw, ld, d, p);
+        // gw (OC, C*KH*KW) += g (OC, nb*OH*OW) cols^T
+        gemm_acc(gs, ld, false, cols, ld, true, gws.data(), ckk, d.oc, ckk, ld, S(1), n0 == 0 ? S(0) : S(1));
       }
-      if (gb.defined()) GB += G.rowwise().sum();
+      if (gb.defined())  // per sample, then across samples (short float sums)
+        for (int64_t s = 0; s < nb; ++s)
+          for (int64_t o = 0; o < d.oc; ++o) {
+            const S* row = gs + o * ld + s * ohw;
+            S sum = S(0);
+            for (int64_t j = 0; j < ohw; ++j) sum += row[j];
+            gbs[static_cast<size_t>(o)] += sum;
+          }
     }
-    if (gw.defined()) save(gws.data(), gw.data<T>(), d.oc * d.ckk());
+    if (gw.defined()) save(gws.data(), gw.data<T>(), d.oc * ckk);
     if (gb.defined()) save(gbs.data(), gb.data<T>(), d.oc);
   });
 }

@@ -1,7 +1,7 @@
 // CPU GEMM through Eigen. f16/bf16 operands are widened to float (F16C/AVX2 where the CPU has them), accumulated
 // in float, and the output is rounded once (what tensor cores do); f32 and f64 map the buffers directly.
 // Float products use Eigen built for AVX2 + FMA (core/cpu/cpu_simd_gemm.cpp) when the CPU has them.
-// Large products are split across the hardware threads by blocks of output rows (or columns): each block is
+// Large products are split across cpu_threads() (core/cpu_threads.h) by blocks of output rows (or columns): each block is
 // an independent Eigen product and the split depends only on the shape and the thread count, so results are
 // the same bits run to run.
 // Epilogues (bias, bias + ReLU/GELU) and the row sums of op(a) (a Linear's bias gradient) are applied to the float
@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/cpu_gemm.h"
 #include "core/cpu/cpu_simd.h"
+#include "core/cpu_threads.h"
 #include "core/functors.h"
 
 namespace mixtape::cpu {
@@ -27,10 +29,17 @@ using CMap = Eigen::Map<const RowMat<S>, 0, Eigen::OuterStride<>>;
 template <class S>
 using MMap = Eigen::Map<RowMat<S>, 0, Eigen::OuterStride<>>;
 
+/// The scalars of one product C (m, n) = alpha * op(A) op(B) + beta * C, op(A) being (m, k).
+struct Product {
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  double alpha = 1.0, beta = 0.0;
+};
+
 /// C[m x n] = alpha * op(A) op(B) + beta * C on row-major buffers with leading dimensions lda, ldb, ldc.
 template <class S>
 void gemm_block(const S* a, int64_t lda, const S* b, int64_t ldb, S* c, int64_t ldc, int64_t m, int64_t n,
-                const GemmArgs& g) {
+                const Product& g) {
   const int64_t k = g.k;
   if constexpr (std::is_same_v<S, float>) {
     if (simd_avx2_f16c() && gemm_f32_avx2(a, lda, g.trans_a, b, ldb, g.trans_b, c, ldc, m, n, k,
@@ -73,26 +82,30 @@ void apply_epilogue(A* c, int64_t ldc, int64_t m, int64_t n, const A* bias, Gemm
   }
 }
 
-int hardware_threads() {
-  static const int n = [] {
+/// The thread count for the split (Eigen's own parallel setup done once first).
+int split_threads() {
+  static const bool init = [] {
     Eigen::initParallel();
-    return std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, 64);
+    return true;
   }();
-  return n;
+  (void)init;
+  return cpu_threads();
 }
 
-/// C = epilogue(alpha * op(A) op(B) + beta * C) on row-major buffers (bias: n values, or null for no epilogue),
-/// split across threads when large enough; each thread applies the epilogue to its block while it is in cache.
+/// C = epilogue(alpha * op(A) op(B) + beta * C) on row-major buffers with leading dimensions lda, ldb, ldc (bias:
+/// n values, or null for no epilogue), split across threads when large enough; each thread applies the epilogue
+/// to its block while it is in cache.
 template <class S>
-void gemm_mapped(const S* a, const S* b, S* c, const GemmArgs& g, const S* bias = nullptr) {
+void gemm_mapped(const S* a, int64_t lda, const S* b, int64_t ldb, S* c, int64_t ldc, const Product& g,
+                 const S* bias = nullptr, GemmEpilogue epilogue_kind = GemmEpilogue::none) {
   const int64_t m = g.m, n = g.n, k = g.k;
-  const int64_t lda = g.trans_a ? m : k, ldb = g.trans_b ? k : n, ldc = n;
+  if (m <= 0 || n <= 0) return;
   constexpr int64_t kMinWork = int64_t{1} << 21;  // multiply-adds per thread worth a thread start
   constexpr int64_t kAlign = 32;                  // block edges on multiples of Eigen's register blocking
   const bool split_m = m >= n;
   const int64_t extent = split_m ? m : n;
-  int64_t parts = std::min<int64_t>({hardware_threads(), m * n * k / kMinWork, extent / kAlign});
-  const GemmEpilogue epilogue = bias ? g.epilogue : GemmEpilogue::none;
+  int64_t parts = std::min<int64_t>({split_threads(), m * n * k / kMinWork, extent / kAlign});
+  const GemmEpilogue epilogue = bias ? epilogue_kind : GemmEpilogue::none;
   if (parts <= 1) {
     gemm_block(a, lda, b, ldb, c, ldc, m, n, g);
     return apply_epilogue(c, ldc, m, n, bias, epilogue);
@@ -149,7 +162,24 @@ std::vector<A> widen_vector(const Tensor& t) {
   return out;
 }
 
+/// The packed row-major product of GemmArgs (leading dimensions from the shapes), with its epilogue.
+template <class S>
+void gemm_packed(const S* a, const S* b, S* c, const GemmArgs& g, const S* bias) {
+  const Product p{g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, g.beta};
+  gemm_mapped(a, g.trans_a ? g.m : g.k, b, g.trans_b ? g.k : g.n, c, g.n, p, bias, g.epilogue);
+}
+
 }  // namespace
+
+void gemm_f32(const float* a, int64_t lda, bool trans_a, const float* b, int64_t ldb, bool trans_b, float* c,
+              int64_t ldc, int64_t m, int64_t n, int64_t k, float alpha, float beta) {
+  gemm_mapped(a, lda, b, ldb, c, ldc, Product{trans_a, trans_b, m, n, k, alpha, beta});
+}
+
+void gemm_f64(const double* a, int64_t lda, bool trans_a, const double* b, int64_t ldb, bool trans_b, double* c,
+              int64_t ldc, int64_t m, int64_t n, int64_t k, double alpha, double beta) {
+  gemm_mapped(a, lda, b, ldb, c, ldc, Product{trans_a, trans_b, m, n, k, alpha, beta});
+}
 
 void CpuBackend::gemm(const GemmArgs& g) {
   dispatch_floating(g.a.dtype(), "matmul", [&](auto tag) {
@@ -168,7 +198,7 @@ void CpuBackend::gemm(const GemmArgs& g) {
     }
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
       for (int64_t i = 0; i < g.batch; ++i) {
-        gemm_mapped<T>(pa + i * g.stride_a, pb + i * g.stride_b, pc + i * g.stride_out, g,
+        gemm_packed<T>(pa + i * g.stride_a, pb + i * g.stride_b, pc + i * g.stride_out, g,
                        has_bias ? bias.data() : nullptr);
       }
     } else {
@@ -183,7 +213,7 @@ void CpuBackend::gemm(const GemmArgs& g) {
         if (i == 0 || g.stride_b) widen(pb + i * g.stride_b, fb, nb);
         T* c = pc + i * g.stride_out;
         if (g.beta != 0.0) widen(c, fc, nc);
-        gemm_mapped<float>(fa, fb, fc, g, has_bias ? bias.data() : nullptr);
+        gemm_packed<float>(fa, fb, fc, g, has_bias ? bias.data() : nullptr);
         narrow(fc, c, nc);
       }
     }
