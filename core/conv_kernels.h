@@ -28,6 +28,15 @@ Tensor avg_pool2d_backward(const Tensor& gy, const Shape& x_shape, const Pool2dP
 
 /// The float dtype batch-norm statistics and parameters use for an input dtype (f64 for f64, f32 otherwise).
 DType batch_norm_param_dtype(DType x);
+/// A batch-norm input (N, C, ...) viewed as (N, C, L), L the product of the trailing dimensions.
+struct NormDims {
+  int64_t n, c, l;
+};
+inline NormDims norm_dims(const Tensor& x) {
+  int64_t l = 1;
+  for (int i = 2; i < x.dim(); ++i) l *= x.size(i);
+  return {x.size(0), x.size(1), l};
+}
 /// {out, save_mean, save_invstd}; x (N, C, ...) with parameters (C) of batch_norm_param_dtype(x) or undefined.
 std::array<Tensor, 3> batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                                  const Tensor& weight, const Tensor& bias, const BatchNormParams& p);

@@ -172,20 +172,6 @@ __global__ void random_kernel(T* __restrict__ out, bool normal, uint64_t seed, u
   }
 }
 
-/// Calls f(type_tag<T>{}) for every storage type (the CUDA backend's storage dtypes).
-template <class F>
-void dispatch_storage(DType t, F&& f) {
-  switch (t) {
-    case DType::f32: return f(type_tag<float>{});
-    case DType::f16: return f(type_tag<Half>{});
-    case DType::bf16: return f(type_tag<BFloat16>{});
-    case DType::f64: return f(type_tag<double>{});
-    case DType::i64: return f(type_tag<int64_t>{});
-    case DType::u8: return f(type_tag<uint8_t>{});
-  }
-  throw Error("cuda: invalid dtype");
-}
-
 template <class T>
 void unary_typed(UnaryOp op, const T* x, T* out, const Shape& in_shape, const Shape& out_shape, cudaStream_t s) {
   visit_unary(op, [&](auto f) { launch_elementwise<T, T, 1>(f, out, {x}, {&in_shape}, out_shape, s); });
@@ -229,7 +215,7 @@ void CudaBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, co
   if (n == 0) return;
   const BroadcastIndex<3> bi = make_broadcast_index<3>(out.shape(), {&cond.shape(), &a.shape(), &b.shape()});
   const uint8_t* pc = static_cast<const uint8_t*>(cond.raw_data());
-  dispatch_storage(a.dtype(), [&](auto tag) {
+  dispatch_all(a.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* pa = static_cast<const T*>(a.raw_data());
     const T* pb = static_cast<const T*>(b.raw_data());
@@ -248,9 +234,9 @@ void CudaBackend::cast(const Tensor& x, const Tensor& out) {
   DeviceGuard g(index_);
   const int64_t n = x.numel();
   if (n == 0) return;
-  dispatch_storage(x.dtype(), [&](auto in_tag) {
+  dispatch_all(x.dtype(), [&](auto in_tag) {
     using S = typename decltype(in_tag)::type;
-    dispatch_storage(out.dtype(), [&](auto out_tag) {
+    dispatch_all(out.dtype(), [&](auto out_tag) {
       using T = typename decltype(out_tag)::type;
       cast_kernel<T, S><<<plan::grid_blocks(n), plan::kElementwiseThreads, 0, stream_>>>(
           static_cast<T*>(out.raw_data()), static_cast<const S*>(x.raw_data()), n);
@@ -263,7 +249,7 @@ void CudaBackend::fill(const Tensor& out, double value) {
   DeviceGuard g(index_);
   const int64_t n = out.numel();
   if (n == 0) return;
-  dispatch_storage(out.dtype(), [&](auto tag) {
+  dispatch_all(out.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T v = cast_rules::store<T>(value);  // the CPU's rounding of the value (host side)
     unsigned char bytes[sizeof(T)];
@@ -284,7 +270,7 @@ void CudaBackend::arange(const Tensor& out, double start, double step) {
   DeviceGuard g(index_);
   const int64_t n = out.numel();
   if (n == 0) return;
-  dispatch_storage(out.dtype(), [&](auto tag) {
+  dispatch_all(out.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     arange_kernel<T><<<plan::grid_blocks(n), plan::kElementwiseThreads, 0, stream_>>>(static_cast<T*>(out.raw_data()),
                                                                                       start, step, n);

@@ -10,6 +10,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/conv_kernels.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -340,14 +341,8 @@ P* opt_ptr(const Tensor& t) {
   return t.defined() ? t.data<P>() : nullptr;
 }
 
-struct NormDims {
-  int64_t n, c, l;
-};
-NormDims norm_dims(const Tensor& x) {
-  int64_t l = 1;
-  for (int i = 2; i < x.dim(); ++i) l *= x.size(i);
-  return {x.size(0), x.size(1), l};
-}
+using kernels::NormDims;
+using kernels::norm_dims;
 
 }  // namespace pool_norm_detail
 

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/broadcast_index.h"
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_simd.h"
 #include "core/functor_visit.h"
@@ -25,21 +26,6 @@ void CpuAllocator::deallocate(void* ptr, size_t bytes) {
 }
 
 namespace {
-
-/// Element strides of `in` broadcast against `out` (0 along broadcast dimensions), right-aligned.
-void broadcast_strides(const Shape& in, const Shape& out, int64_t* strides) {
-  const int n = out.size(), lead = n - in.size();
-  int64_t s = 1;
-  for (int i = n - 1; i >= 0; --i) {
-    const int j = i - lead;
-    if (j < 0 || in[j] == 1) {
-      strides[i] = 0;
-    } else {
-      strides[i] = s;
-      s *= in[j];
-    }
-  }
-}
 
 /// Calls body(out_index, in_offsets...) for every output element, in row-major order, with N inputs
 /// broadcast to out's shape. Contiguous same-shape and scalar operands take flat loops.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/conv_kernels.h"
 
 namespace mixtape::cpu {
 
@@ -13,14 +14,8 @@ namespace {
 template <class T>
 using Param = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-struct NormDims {
-  int64_t n, c, l;
-};
-NormDims norm_dims(const Tensor& x) {
-  int64_t l = 1;
-  for (int i = 2; i < x.dim(); ++i) l *= x.size(i);
-  return {x.size(0), x.size(1), l};
-}
+using kernels::NormDims;
+using kernels::norm_dims;
 }  // namespace
 
 void CpuBackend::batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
