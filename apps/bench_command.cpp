@@ -25,6 +25,7 @@
 #include "autograd/tape.h"
 #include "core/allocator.h"
 #include "core/backend.h"
+#include "core/cpu_threads.h"
 #include "core/kernels.h"
 #include "core/tensor.h"
 #include "mixtape/build_info.h"
@@ -288,6 +289,7 @@ json run_bench(const BenchOptions& o, std::ostream& log) {
   for (const auto& m : o.models) make_model(m);
   const Device device = bench_device(o.device);
   const int threads = restrict_to_cpus(o.threads);
+  set_cpu_threads(threads);  // the CPU GEMM splits its work into this many blocks
   const CpuFeatures f = cpu_features();
 
   json machine = {{"cpu", f.model},         {"avx2", f.avx2},       {"fma", f.fma},
@@ -482,7 +484,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       "(no data set needed): --warmup untimed steps, then --repeats runs of --steps timed steps; the median is\n"
       "reported, with peak memory, activation bytes per forward pass and allocations per step (allocator counters).\n"
       "GEMM micro-benchmarks report GFLOP/s per dtype beside the float32 FMA peak measured on the threads used.\n"
-      "--threads N restricts the process to N CPUs (GEMM still splits into as many blocks as hardware threads).\n"
+      "--threads N restricts the process to N CPUs and the CPU GEMM to N threads.\n"
       "On a GPU the timed loop ends by reading the loss (.item()), which waits for the queued work.\n"
       "--vs-pytorch then runs bench/torch_reference.py (PyTorch, with the same options and thread count, and\n"
       "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for it) and prints mixtape/PyTorch ratios and each framework's\n"

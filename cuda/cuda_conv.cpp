@@ -24,9 +24,7 @@
 #include <vector>
 
 #include "core/error.h"
-#if __has_include("core/gemm_settings.h")
 #include "core/gemm_settings.h"
-#endif
 #include "cuda/check.h"
 #include "cuda/conv_plan.h"
 #include "cuda/cuda_backend.h"
@@ -36,12 +34,8 @@ namespace mixtape::cuda {
 namespace {
 
 /// Whether f32 convolutions may use TF32 tensor cores: the process-wide setting of core/gemm_settings.h (off by
-/// default); where that header is absent, f32 is always exact.
-#if __has_include("core/gemm_settings.h")
+/// default).
 bool tf32_allowed() { return ::mixtape::allow_tf32(); }
-#else
-bool tf32_allowed() { return false; }
-#endif
 
 class TensorDesc {
  public:

@@ -16,10 +16,7 @@
 
 #include "core/conv_kernels.h"
 #include "core/tensor.h"
-#if __has_include("core/gemm_settings.h")
 #include "core/gemm_settings.h"
-#define MIXTAPE_TEST_HAS_TF32_SETTING 1
-#endif
 #include "cuda_test_util.h"
 
 using namespace mixtape;
@@ -119,13 +116,11 @@ TEST_CASE("cuda conv2d backward data and filter match the CPU for f32 f16 bf16",
 
 TEST_CASE("cuda conv2d float32 is float32 arithmetic, not TF32", "[cuda][cuda_conv]") {
   if (!gpu_or_skip("conv2d f32 without TF32")) return;
-#ifdef MIXTAPE_TEST_HAS_TF32_SETTING
   struct Restore {
     bool was = allow_tf32();
     ~Restore() { set_allow_tf32(was); }
   } restore;
   set_allow_tf32(false);  // the default; set explicitly in case another test changed it
-#endif
   // v = 1 + 2^-12 needs 12 mantissa bits; TF32 keeps 10 and reads it as 1, a relative error of 2.4e-4 in every
   // sum of such terms. Every partial sum of K <= 576 of them is exact in float32, so any float32 algorithm
   // (implicit GEMM, Winograd, FFT) lands within a few float32 rounding errors of K * v.
