@@ -252,14 +252,15 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
     int64_t epoch_steps = 0;
     for (auto [x, y] : loader) {
       const Tensor xd = x.to(device), yd = y.to(device);
-      const int64_t held_before = memory_stats(device).current_bytes;
+      // This thread's bytes only: the loader's prefetch thread allocates the next batch meanwhile.
+      const int64_t held_before = thread_net_bytes(device);
       Tensor loss;
       {
         std::optional<amp::Autocast> autocast;
         if (use_amp) autocast.emplace(device, lower);
         loss = cross_entropy(model->forward(xd), yd);
       }
-      r.activation_bytes = std::max(r.activation_bytes, memory_stats(device).current_bytes - held_before);
+      r.activation_bytes = std::max(r.activation_bytes, thread_net_bytes(device) - held_before);
       opt->zero_grad();
       backward(scaler.scale(loss));
       const bool applied = scaler.step();

@@ -14,6 +14,25 @@ void raise_to(std::atomic<int64_t>& peak, int64_t now) {
   while (now > seen && !peak.compare_exchange_weak(seen, now)) {
   }
 }
+
+/// The calling thread's net bytes per allocator (a process has a handful of allocators: a linear scan).
+struct ThreadNet {
+  static constexpr int kSlots = 16;
+  const Allocator* owner[kSlots] = {};
+  int64_t bytes[kSlots] = {};
+  int64_t& slot(const Allocator* a) {
+    for (int i = 0; i < kSlots; ++i) {
+      if (owner[i] == a) return bytes[i];
+      if (!owner[i]) {
+        owner[i] = a;
+        return bytes[i];
+      }
+    }
+    return overflow;  // more allocators than slots: shared, still exact for a thread using one of them
+  }
+  int64_t overflow = 0;
+};
+thread_local ThreadNet t_net;
 }  // namespace
 
 MemoryStats Allocator::stats() const {
@@ -44,13 +63,20 @@ void Allocator::record_alloc(size_t bytes) {
   const int64_t now = current_.fetch_add(static_cast<int64_t>(bytes)) + static_cast<int64_t>(bytes);
   raise_to(peak_, now);
   count_.fetch_add(1);
+  t_net.slot(this) += static_cast<int64_t>(bytes);
 }
 
-void Allocator::record_free(size_t bytes) { current_.fetch_sub(static_cast<int64_t>(bytes)); }
+void Allocator::record_free(size_t bytes) {
+  current_.fetch_sub(static_cast<int64_t>(bytes));
+  t_net.slot(this) -= static_cast<int64_t>(bytes);
+}
+
+int64_t Allocator::thread_net_bytes() const { return t_net.slot(this); }
 
 Allocator& allocator_for(Device device) { return backend_for(device).allocator(); }
 MemoryStats memory_stats(Device device) { return allocator_for(device).stats(); }
 void reset_peak_memory(Device device) { allocator_for(device).reset_peak(); }
+int64_t thread_net_bytes(Device device) { return allocator_for(device).thread_net_bytes(); }
 void empty_cache(Device device) { allocator_for(device).empty_cache(); }
 
 }  // namespace mixtape

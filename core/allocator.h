@@ -36,6 +36,10 @@ class Allocator {
   void reset_peak();
   /// Returns cached blocks no tensor uses to the system (a no-op without a cache).
   virtual void empty_cache() {}
+  /// Bytes the calling thread allocated minus bytes it freed through this allocator, since the thread started.
+  /// A difference of two readings is what that thread's code in between kept alive, unaffected by other
+  /// threads (e.g. a data loader's prefetch thread allocating the next batch meanwhile).
+  int64_t thread_net_bytes() const;
 
  protected:
   Allocator() = default;
@@ -61,6 +65,8 @@ class Allocator {
 Allocator& allocator_for(Device device);
 /// Shortcut: allocator_for(device).stats().
 MemoryStats memory_stats(Device device = Device::cpu());
+/// Shortcut: allocator_for(device).thread_net_bytes().
+int64_t thread_net_bytes(Device device = Device::cpu());
 /// Shortcut: allocator_for(device).reset_peak().
 void reset_peak_memory(Device device = Device::cpu());
 /// Shortcut: allocator_for(device).empty_cache(): cached device blocks no tensor uses go back to the system.

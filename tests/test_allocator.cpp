@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "autograd/ops.h"
@@ -185,4 +186,25 @@ TEST_CASE("allocator: the CPU allocator caches nothing: reserved equals current,
     CHECK(memory_stats(Device::cpu()).current_bytes == s.current_bytes);
   }
   CHECK(memory_stats(Device::cpu()).reserved_bytes == before.current_bytes);
+}
+
+TEST_CASE("allocator: thread_net_bytes counts the calling thread's allocations only", "[allocator]") {
+  const int64_t mine_before = thread_net_bytes();
+  const int64_t all_before = memory_stats().current_bytes;
+  Tensor kept_by_other;
+  int64_t other_view = 0;
+  Tensor mine = Tensor::empty(Shape{250}, DType::f32);  // 1000 bytes on this thread
+  std::thread other([&] {  // (Catch2 v2 assertions are not thread-safe: only record here)
+    kept_by_other = Tensor::empty(Shape{1000}, DType::f32);  // 4000 bytes on another thread, kept alive
+    const Tensor transient = Tensor::empty(Shape{10}, DType::f64);
+    other_view = thread_net_bytes();  // that thread's own view, before `transient` goes
+  });
+  other.join();
+  CHECK(other_view == 4080);
+  CHECK(memory_stats().current_bytes - all_before == 5000);  // the device sees both
+  CHECK(thread_net_bytes() - mine_before == 1000);           // this thread sees its own
+  kept_by_other = Tensor();                                    // freed here: counts against this thread
+  CHECK(thread_net_bytes() - mine_before == 1000 - 4000);
+  mine = Tensor();
+  CHECK(memory_stats().current_bytes == all_before);
 }
