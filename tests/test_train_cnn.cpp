@@ -73,3 +73,30 @@ TEST_CASE("training the cnn for a few steps on Fashion-MNIST lowers the loss", "
   CHECK(last < 0.75 * losses[0]);
   CHECK(r.test_acc > 0.5);
 }
+
+TEST_CASE("at batch 512 the AMP cnn keeps at most 0.6 of float32's activation bytes", "[conv][train][amp]") {
+  if (!testing::have_fashion_mnist()) {
+    WARN("Fashion-MNIST is not installed: skipping");
+    return;
+  }
+  auto run = [](const char* precision) {
+    app::TrainConfig c;
+    c.model = "cnn";
+    c.batch = 512;
+    c.limit = 1024;  // two steps: the first one casts the weights, the second reuses their copies
+    c.test_limit = 64;
+    c.precision = precision;
+    c.progress = false;
+    std::ostringstream log;
+    return app::train(c, log).activation_bytes;
+  };
+  const int64_t f32 = run("fp32"), f16 = run("fp16"), bf16 = run("bf16");
+  INFO("activation bytes: fp32 " << f32 << ", fp16 " << f16 << ", bf16 " << bf16);
+  // fp32 keeps at least conv1's output, its batch-norm output and its ReLU output (3 x 512x32x28x28 x 4 B)
+  CHECK(f32 >= 3 * 512 * 32 * 28 * 28 * 4);
+  CHECK(static_cast<double>(f16) <= 0.6 * static_cast<double>(f32));
+  CHECK(static_cast<double>(bf16) <= 0.6 * static_cast<double>(f32));
+  // ... and more than half: max pooling's i64 indices do not shrink with the precision
+  CHECK(static_cast<double>(f16) > 0.5 * static_cast<double>(f32));
+  CHECK(bf16 == f16);
+}
