@@ -15,10 +15,13 @@
 #include "core/cpu_threads.h"
 #include "core/kernels.h"
 #include "core/tensor.h"
+#include "rounding.h"
 
 using namespace mixtape;
 
 namespace {
+
+using mixtape::testing::unit_roundoff;
 
 using Vec = std::vector<double>;
 
@@ -26,15 +29,6 @@ using Vec = std::vector<double>;
 struct ThreadsGuard {
   ~ThreadsGuard() { set_cpu_threads(0); }
 };
-
-double unit(DType dt) {
-  switch (dt) {
-    case DType::f16: return std::ldexp(1.0, -11);
-    case DType::bf16: return std::ldexp(1.0, -8);
-    case DType::f64: return std::ldexp(1.0, -53);
-    default: return std::ldexp(1.0, -24);
-  }
-}
 
 Vec uniform(std::mt19937& g, int64_t n) {
   std::uniform_real_distribution<double> d(-1.0, 1.0);
@@ -199,7 +193,7 @@ TEST_CASE("cpu fast gemm: matmul in f32, f16 and bf16 accumulates in float and r
           REQUIRE(c.shape() == Shape{s.m, s.n});
           const Vec cv = c.to_vector<double>();
           CHECK(count_bad(cv, s.n, av, ta ? s.m : s.k, ta, bv, tb ? s.k : s.n, tb, Vec(), s.m, s.n, s.k, 1.0, 0.0,
-                          unit(dt), "matmul") == 0);
+                          unit_roundoff(dt), "matmul") == 0);
         }
 }
 
@@ -251,7 +245,7 @@ void check_bound(const std::string& what, const Vec& got, const Vec& want, const
   const double acc = dt == DType::f64 ? 0x1p-52 : 0x1p-24;
   int bad = 0;
   for (size_t i = 0; i < got.size(); ++i) {
-    const double tol = (terms + 2) * acc * abs_sum[i] + unit(dt) * std::abs(want[i]) + 1e-300;
+    const double tol = (terms + 2) * acc * abs_sum[i] + unit_roundoff(dt) * std::abs(want[i]) + 1e-300;
     if (!(std::abs(got[i] - want[i]) <= tol) && bad++ < 5)
       UNSCOPED_INFO(what << " [" << i << "] got " << got[i] << " want " << want[i] << " tol " << tol);
   }

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/tensor.h"
+#include "rounding.h"
 
 using namespace mixtape;
 
@@ -24,15 +25,8 @@ namespace {
 constexpr DType kTypes[] = {DType::f32, DType::f16, DType::bf16, DType::f64};
 constexpr GemmEpilogue kEpilogues[] = {GemmEpilogue::bias, GemmEpilogue::bias_relu, GemmEpilogue::bias_gelu};
 
-double unit(DType dt) {
-  switch (dt) {
-    case DType::f32: return std::ldexp(1.0, -24);
-    case DType::f16: return std::ldexp(1.0, -11);
-    case DType::bf16: return std::ldexp(1.0, -8);
-    default: return std::ldexp(1.0, -53);
-  }
-}
-double acc_unit(DType dt) { return dt == DType::f64 ? std::ldexp(1.0, -53) : std::ldexp(1.0, -24); }
+using mixtape::testing::acc_unit_roundoff;
+using mixtape::testing::unit_roundoff;
 
 double act(GemmEpilogue e, double x) {
   switch (e) {
@@ -106,8 +100,8 @@ TEST_CASE("gemm epilogue: bias, relu and gelu match a float64 reference for ever
               }
               const double pre = 1.5 * s + beta * vout[static_cast<size_t>(i * n + j)] + vbias[static_cast<size_t>(j)];
               const double want = act(e, pre);
-              const double tol = unit(dt) * std::fabs(want) +
-                                 1.2 * (k + 3) * acc_unit(dt) * (1.5 * mag + std::fabs(vout[static_cast<size_t>(i * n + j)]) + 1.0) +
+              const double tol = unit_roundoff(dt) * std::fabs(want) +
+                                 1.2 * (k + 3) * acc_unit_roundoff(dt) * (1.5 * mag + std::fabs(vout[static_cast<size_t>(i * n + j)]) + 1.0) +
                                  (dt == DType::f16 ? std::ldexp(1.0, -24) : 0.0);
               const double diff = std::fabs(got[static_cast<size_t>(i * n + j)] - want);
               if (!(diff <= tol) && bad++ < 3)
@@ -165,7 +159,7 @@ TEST_CASE("gemm a_sums: row sums of op(a) match a float64 reference and are roun
           s += op_at(va, ta, m, k, i, r);
           mag += std::fabs(op_at(va, ta, m, k, i, r));
         }
-        CHECK(std::fabs(got[static_cast<size_t>(i)] - s) <= unit(dt) * std::fabs(s) + k * acc_unit(dt) * mag);
+        CHECK(std::fabs(got[static_cast<size_t>(i)] - s) <= unit_roundoff(dt) * std::fabs(s) + k * acc_unit_roundoff(dt) * mag);
       }
     }
   }
