@@ -47,9 +47,9 @@ void copy_between_devices(const Tensor& src, const Tensor& dst) {
     if (src.nbytes()) std::memcpy(dst.raw_data(), src.raw_data(), src.nbytes());
     return;
   }
-  // Any CUDA endpoint needs the CUDA backend; backend_for explains why it is unavailable.
-  backend_for(src.device().is_cpu() ? dst.device() : src.device());
-  if (!dst.device().is_cpu()) backend_for(dst.device());
+  // Every CUDA endpoint needs its backend; backend_for explains why one is unavailable (always, without CUDA).
+  for (const Device d : {src.device(), dst.device()})
+    if (!d.is_cpu()) backend_for(d);
 #ifdef MIXTAPE_WITH_CUDA
   cuda::copy_across_devices(src, dst);
 #endif
