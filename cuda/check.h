@@ -9,7 +9,7 @@
 
 namespace mixtape::cuda {
 
-/// "CUBLAS_STATUS_NOT_SUPPORTED", ... (cuBLASLt has no status-to-string function of its own).
+/// "CUBLAS_STATUS_NOT_SUPPORTED", ... with a hint of what it means (cublasLtGetStatusName gives the name alone).
 inline const char* cublas_status_name(cublasStatus_t status) {
   switch (status) {
     case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";

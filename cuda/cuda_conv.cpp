@@ -18,6 +18,7 @@
 // cached with its workspace size, so later calls make no queries. Workspace comes from CudaBackend::workspace().
 // Batches whose tensors exceed cuDNN's int limits are processed in slices (conv_batch_chunk).
 #include <algorithm>
+#include <array>
 #include <map>
 #include <mutex>
 #include <type_traits>
@@ -112,7 +113,16 @@ struct Descriptors {
         x(math.data, dims.x),
         y(math.data, dims.y),
         w(math.data, dims.w),
-        conv(dims, math) {}
+        conv(dims, math) {
+    // cuDNN's own output size must be the one conv_plan computed: a disagreement (a bug in the plan) is named
+    // here with both shapes, instead of surfacing as "no cuDNN algorithm supports this convolution".
+    std::array<int, 4> out{};
+    MIXTAPE_CUDNN_CHECK(
+        cudnnGetConvolution2dForwardOutputDim(conv.get(), x.get(), w.get(), &out[0], &out[1], &out[2], &out[3]));
+    MIXTAPE_CHECK(out == dims.y.dims, "conv2d (cuda): cuDNN computes an output of (", out[0], ", ", out[1], ", ",
+                  out[2], ", ", out[3], ") but the plan has (", dims.y.dims[0], ", ", dims.y.dims[1], ", ",
+                  dims.y.dims[2], ", ", dims.y.dims[3], ")");
+  }
 };
 
 /// A cached choice: the ranked algorithms, and once one has run, it alone with its workspace size.
