@@ -510,7 +510,7 @@ TEST_CASE("cuda emu: counters move with the work executed", "[cuda_emu]") {
 TEST_CASE("cuda emu: two devices: tensors move between them on both streams and keep their values",
           "[cuda_emu][cuda_emu_multi]") {
   if (cuda::device_count() < 2) {
-    WARN("this test needs two emulated devices (MIXTAPE_EMU_DEVICES=2): it is not exercised here");
+    WARN("not exercised here: this test needs two emulated devices (MIXTAPE_EMU_DEVICES=2)");
     return;
   }
   std::vector<float> v(100000);
