@@ -1,11 +1,14 @@
 #include "core/tensor.h"
 
+#include "core/cast_rules.h"
+
 #include <cmath>
 #include <cstring>
 #include <iomanip>
 #include <sstream>
 
 #include "core/backend.h"
+#include "core/cast_rules.h"
 #include "core/kernels.h"
 
 namespace mixtape {
@@ -22,8 +25,12 @@ Storage::~Storage() {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape) MIXTAPE_CHECK(d >= 0, "cannot create a tensor of shape ", shape.to_string(), ": negative dimension");
+  size_t bytes = 0;
+  MIXTAPE_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape.numel()), dtype_size(dtype), &bytes),
+                "cannot create a tensor of shape ", shape.to_string(), " and dtype ", dtype_name(dtype),
+                ": its size in bytes overflows");
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape.numel()) * dtype_size(dtype), device);
+  impl->storage = std::make_shared<Storage>(bytes, device);
   impl->shape = shape;
   impl->dtype = dtype;
   return Tensor(std::move(impl));
@@ -143,16 +150,7 @@ std::vector<T> Tensor::to_vector() const {
   dispatch_all(dtype(), [&](auto tag) {
     using S = typename decltype(tag)::type;
     const S* p = static_cast<const S*>(host.raw_data());
-    for (size_t i = 0; i < out.size(); ++i) {
-      if constexpr (std::is_same_v<S, T>)
-        out[i] = p[i];
-      else if constexpr (std::is_same_v<S, Half> || std::is_same_v<S, BFloat16>)
-        out[i] = static_cast<T>(static_cast<float>(p[i]));
-      else if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>)
-        out[i] = T(static_cast<float>(p[i]));
-      else
-        out[i] = static_cast<T>(p[i]);
-    }
+    for (size_t i = 0; i < out.size(); ++i) out[i] = cast_rules::convert<T>(p[i]);  // the rules of kernels::cast
   });
   return out;
 }

@@ -1,7 +1,7 @@
 // CUDA elementwise kernels: one generic kernel per arity over the shared functors of core/functors.h (DESIGN §3),
 // plus where, cast, fill, arange, random and copy. Same semantics as core/cpu/cpu_elementwise.cpp: inputs are
 // widened to the accumulate type (float; double for i64), the functor runs, the result is rounded once with the
-// CPU's conversion rules (cuda/cast_rules.cuh).
+// CPU's conversion rules (core/cast_rules.h).
 //
 // Two paths per op: `flat` when every input has the output's shape or is a single element (16-byte vector loads
 // and stores when every pointer is 16-byte aligned), and `broadcast` otherwise (per-element offsets from
@@ -12,7 +12,7 @@
 #include "core/broadcast_index.h"
 #include "core/functor_visit.h"
 #include "core/random.h"
-#include "cuda/cast_rules.cuh"
+#include "core/cast_rules.h"
 #include "cuda/check.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/functor_kernels.h"

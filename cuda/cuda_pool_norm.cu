@@ -10,6 +10,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/cast_rules.h"
 #include "core/conv_kernels.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -52,24 +53,10 @@ __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(
 __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
 
-/// A float from a double rounded to odd, so that rounding it to f16/bf16 equals rounding the double directly
-/// (the device twin of cpu::double_to_float_round_odd).
-__device__ __forceinline__ float double_to_float_round_odd(double d) {
-  const float f = __double2float_rn(d);
-  if (static_cast<double>(f) == d || d != d || isinf(f)) return f;  // exact, NaN or overflow
-  return __int_as_float(__float_as_int(__double2float_rz(d)) | 1);   // truncate, then the sticky bit
-}
-
-/// Rounds a double once into storage type T (cpu::store<T>(double)).
+/// Rounds a double once into storage type T (core/cast_rules.h, as the CPU's store<T>(double)).
 template <class T>
 __device__ __forceinline__ T store_double(double v) {
-  if constexpr (std::is_same_v<T, double>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, float>) {
-    return __double2float_rn(v);
-  } else {
-    return T(double_to_float_round_odd(v));
-  }
+  return cast_rules::store<T>(v);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 
 #include <cuda/std/limits>
 
-#include "cuda/cast_rules.cuh"
+#include "core/cast_rules.h"
 #include "cuda/check.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/kernel_common.cuh"

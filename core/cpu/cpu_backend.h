@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "core/backend.h"
+#include "core/cast_rules.h"
 
 namespace mixtape::cpu {
 
@@ -61,29 +62,11 @@ class CpuBackend final : public Backend {
   CpuAllocator allocator_;
 };
 
-/// A float from a double, rounded to odd: converting that float to f16/bf16 (round to nearest even) then
-/// gives the same result as rounding the double directly (no double rounding), as float has >= 2 more bits.
-inline float double_to_float_round_odd(double d) {
-  float f = static_cast<float>(d);
-  if (static_cast<double>(f) == d || d != d || !(f - f == 0.0f)) return f;  // exact, NaN or overflow
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  if (std::fabs(static_cast<double>(f)) > std::fabs(d)) --bits;  // truncate toward zero
-  bits |= 1u;                                                     // sticky: odd
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-
-/// Converts an accumulate-type value to storage type T, rounding once.
+/// Converts an accumulate-type value to storage type T, rounding once (core/cast_rules.h: the CUDA kernels store
+/// with the same rules).
 template <class T, class A>
 inline T store(A v) {
-  if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
-    if constexpr (std::is_same_v<A, double>) return T(double_to_float_round_odd(v));
-    else return T(static_cast<float>(v));
-  } else {
-    return static_cast<T>(v);
-  }
+  return cast_rules::store<T>(v);
 }
 
 }  // namespace mixtape::cpu

@@ -195,14 +195,7 @@ void CpuBackend::cast(const Tensor& x, const Tensor& out) {
       } else if constexpr (std::is_same_v<T, float> && (std::is_same_v<S, Half> || std::is_same_v<S, BFloat16>)) {
         return widen(px, po, n);
       }
-      for (int64_t i = 0; i < n; ++i) {
-        if constexpr (std::is_same_v<S, Half> || std::is_same_v<S, BFloat16>)
-          po[i] = store<T>(static_cast<float>(px[i]));  // widening is exact
-        else if constexpr (std::is_same_v<S, int64_t> || std::is_same_v<S, uint8_t>)
-          po[i] = store<T>(static_cast<double>(px[i]));
-        else
-          po[i] = store<T>(px[i]);
-      }
+      for (int64_t i = 0; i < n; ++i) po[i] = cast_rules::convert<T>(px[i]);  // core/cast_rules.h
     });
   });
 }
