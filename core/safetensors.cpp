@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "core/json_limits.h"
+
 namespace mixtape {
 
 namespace {
@@ -64,6 +66,59 @@ uint32_t header_crc(nlohmann::json header) {
   return crc_of(s.data(), s.size());
 }
 
+
+/// One tensor of a header, validated.
+struct Entry {
+  std::string name;
+  DType dtype = DType::f32;
+  Shape shape;
+  uint64_t begin = 0, end = 0;
+};
+
+/// Validates the header entry of tensor `name` (every number in it is hostile: types, signs, the element count and
+/// the byte count are checked for overflow before anything is allocated).
+Entry parse_entry(const std::string& path, const std::string& name, const nlohmann::json& e, uint64_t data_len) {
+  auto where = [&] { return detail::cat("'", path, "': tensor '", name, "'"); };
+  MIXTAPE_CHECK(e.is_object(), where(), " must be an object, got ", json_limits::brief(e));
+  for (auto k = e.begin(); k != e.end(); ++k)
+    MIXTAPE_CHECK(k.key() == "dtype" || k.key() == "shape" || k.key() == "data_offsets", where(), " has an unexpected key '",
+                  k.key(), "' (expected dtype, shape and data_offsets)");
+  MIXTAPE_CHECK(e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"), where(),
+                " lacks dtype, shape or data_offsets");
+  Entry entry;
+  entry.name = name;
+  const auto& dtype = e["dtype"];
+  MIXTAPE_CHECK(dtype.is_string() && parse_st_dtype(dtype.get<std::string>(), entry.dtype), where(),
+                " has unsupported dtype ", json_limits::brief(dtype), " (expected F32, F16, BF16, F64, I64 or U8)");
+  const auto& shape = e["shape"];
+  MIXTAPE_CHECK(shape.is_array() && shape.size() <= static_cast<size_t>(Shape::kMaxDims), where(), " has a bad shape ",
+                json_limits::brief(shape), " (expected a list of at most ", Shape::kMaxDims, " non-negative integers)");
+  uint64_t numel = 1;
+  for (const auto& d : shape) {
+    MIXTAPE_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0), where(),
+                  " has a bad shape ", json_limits::brief(shape), " (dimensions are non-negative integers)");
+    const uint64_t v = d.get<uint64_t>();
+    MIXTAPE_CHECK(v <= static_cast<uint64_t>(INT64_MAX) && !__builtin_mul_overflow(numel, v, &numel) &&
+                      numel <= static_cast<uint64_t>(INT64_MAX),
+                  where(), " has shape ", json_limits::brief(shape), ", more elements than can exist");
+    entry.shape.push_back(static_cast<int64_t>(v));
+  }
+  uint64_t want = 0;
+  MIXTAPE_CHECK(!__builtin_mul_overflow(numel, static_cast<uint64_t>(dtype_size(entry.dtype)), &want), where(),
+                " of shape ", entry.shape.to_string(), " has more bytes than can exist");
+  const auto& off = e["data_offsets"];
+  MIXTAPE_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(), where(),
+                " has bad data_offsets ", json_limits::brief(off), " (expected [begin, end])");
+  entry.begin = off[0].get<uint64_t>();
+  entry.end = off[1].get<uint64_t>();
+  MIXTAPE_CHECK(entry.end >= entry.begin && entry.end - entry.begin == want, where(), " of shape ",
+                entry.shape.to_string(), " needs ", want, " bytes but its offsets [", entry.begin, ", ", entry.end,
+                "] span ", entry.end >= entry.begin ? entry.end - entry.begin : 0);
+  MIXTAPE_CHECK(entry.end <= data_len, "'", path, "' is truncated: tensor '", name, "' ends at byte ", entry.end,
+                " of the data but only ", data_len, " bytes are present");
+  return entry;
+}
+
 }  // namespace
 
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
@@ -99,7 +154,8 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   const fs::path tmp = target.parent_path() / (target.filename().string() + ".tmp." + std::to_string(::getpid()));
   {
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    MIXTAPE_CHECK(f != nullptr, "cannot write '", tmp.string(), "': ", std::strerror(errno));
+    const int open_errno = errno;  // before anything else can change it
+    MIXTAPE_CHECK(f != nullptr, "cannot write '", tmp.string(), "': ", std::strerror(open_errno));
     bool ok = true;
     uint8_t len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(json.size()) >> (8 * i));
@@ -107,9 +163,13 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     ok = ok && std::fwrite(json.data(), 1, json.size(), f) == json.size();
     for (const Tensor& h : host) ok = ok && (h.nbytes() == 0 || std::fwrite(h.raw_data(), 1, h.nbytes(), f) == h.nbytes());
     ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-    ok = (std::fclose(f) == 0) && ok;
+    int saved = ok ? 0 : errno;  // the first failure's reason, before fclose or remove can change errno
+    if (std::fclose(f) != 0 && ok) {
+      ok = false;
+      saved = errno;
+    }
     if (!ok) {
-      const std::string err = std::strerror(errno);
+      const std::string err = std::strerror(saved);
       std::error_code ec;
       fs::remove(tmp, ec);
       throw Error(detail::cat("writing '", path, "' failed (", err, "); the previous file, if any, is unchanged"));
@@ -118,8 +178,10 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   std::error_code ec;
   fs::rename(tmp, target, ec);
   if (ec) {
-    fs::remove(tmp, ec);
-    throw Error(detail::cat("cannot rename the temporary file onto '", path, "': ", ec.message()));
+    std::error_code ignored;  // the rename's error is the one to report, not the cleanup's
+    fs::remove(tmp, ignored);
+    throw Error(detail::cat("cannot rename the temporary file onto '", path, "': ", ec.message(),
+                            "; the previous file, if any, is unchanged"));
   }
 }
 
@@ -138,60 +200,28 @@ SafetensorsFile load_safetensors(const std::string& path) {
                 "' is truncated or corrupt: its header claims ", header_len, " bytes but the file has ", file_size, " bytes");
   std::string json(header_len, '\0');
   in.read(json.data(), static_cast<std::streamsize>(header_len));
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(json);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(detail::cat("'", path, "' has a corrupt header (", e.what(), ")"));
-  }
-  MIXTAPE_CHECK(header.is_object(), "'", path, "' has a corrupt header: expected a JSON object");
+  MIXTAPE_CHECK(static_cast<uint64_t>(in.gcount()) == header_len, "'", path, "': read error in the header");
+  // The format's header is an object of objects holding strings and flat lists of numbers: depth 3 at most
+  // (the numbers of a shape).
+  const nlohmann::json header = json_limits::parse(json, 3, detail::cat("'", path, "' has a corrupt header"));
+  MIXTAPE_CHECK(header.is_object(), "'", path, "' has a corrupt header: expected a JSON object, got ",
+                json_limits::brief(header));
 
   SafetensorsFile out;
   const uint64_t data_len = file_size - 8 - header_len;
-  struct Entry {
-    std::string name;
-    DType dtype;
-    Shape shape;
-    uint64_t begin, end;
-  };
   std::vector<Entry> entries;
-  try {
-    for (auto it = header.begin(); it != header.end(); ++it) {
-      if (it.key() == "__metadata__") {
-        MIXTAPE_CHECK(it->is_object(), "'", path, "': __metadata__ must be an object of strings");
-        for (auto m = it->begin(); m != it->end(); ++m) {
-          MIXTAPE_CHECK(m->is_string(), "'", path, "': metadata '", m.key(), "' is not a string");
-          out.metadata[m.key()] = m->get<std::string>();
-        }
-        continue;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      MIXTAPE_CHECK(it->is_object(), "'", path, "': __metadata__ must be an object of strings, got ",
+                    json_limits::brief(*it));
+      for (auto m = it->begin(); m != it->end(); ++m) {
+        MIXTAPE_CHECK(m->is_string(), "'", path, "': metadata '", m.key(), "' is not a string but ",
+                      json_limits::brief(*m));
+        out.metadata[m.key()] = m->get<std::string>();
       }
-      const auto& e = *it;
-      Entry entry;
-      entry.name = it.key();
-      MIXTAPE_CHECK(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"), "'", path,
-                    "': tensor '", entry.name, "' lacks dtype, shape or data_offsets");
-      MIXTAPE_CHECK(parse_st_dtype(e["dtype"].get<std::string>(), entry.dtype), "'", path, "': tensor '", entry.name,
-                    "' has unsupported dtype ", e["dtype"].dump());
-      for (const auto& d : e["shape"]) {
-        MIXTAPE_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0, "'", path, "': tensor '", entry.name, "' has a bad shape ",
-                      e["shape"].dump());
-        entry.shape.push_back(d.get<int64_t>());
-      }
-      const auto& off = e["data_offsets"];
-      MIXTAPE_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(), "'",
-                    path, "': tensor '", entry.name, "' has bad data_offsets ", off.dump());
-      entry.begin = off[0].get<uint64_t>();
-      entry.end = off[1].get<uint64_t>();
-      const uint64_t want = static_cast<uint64_t>(entry.shape.numel()) * dtype_size(entry.dtype);
-      MIXTAPE_CHECK(entry.end >= entry.begin && entry.end - entry.begin == want, "'", path, "': tensor '", entry.name,
-                    "' of shape ", entry.shape.to_string(), " needs ", want, " bytes but its offsets span ",
-                    entry.end - entry.begin);
-      MIXTAPE_CHECK(entry.end <= data_len, "'", path, "' is truncated: tensor '", entry.name, "' ends at byte ", entry.end,
-                    " of the data but only ", data_len, " bytes are present");
-      entries.push_back(entry);
+      continue;
     }
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(detail::cat("'", path, "' has a corrupt header (", e.what(), ")"));
+    entries.push_back(parse_entry(path, it.key(), *it, data_len));
   }
   // The tensors must tile the data region exactly (the format's rule), which also catches trailing bytes.
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });

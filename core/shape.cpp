@@ -16,7 +16,9 @@ Shape::Shape(const std::vector<int64_t>& dims) {
 
 int64_t Shape::numel() const {
   int64_t n = 1;
-  for (int i = 0; i < ndim_; ++i) n *= dims_[static_cast<size_t>(i)];
+  for (int i = 0; i < ndim_; ++i)
+    if (__builtin_mul_overflow(n, dims_[static_cast<size_t>(i)], &n))
+      throw Error(detail::cat("shape ", to_string(), " has more elements than an int64 can count"));
   return n;
 }
 
