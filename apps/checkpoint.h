@@ -2,6 +2,7 @@
 // Training checkpoints: one safetensors file holding the model's state ("model.*"), the optimizer's state
 // ("optim.*"), and in the metadata the run's config, progress (epoch, step) and RNG state.
 #include <cstdint>
+#include <iosfwd>
 #include <map>
 #include <string>
 
@@ -39,5 +40,18 @@ Checkpoint read_checkpoint(const std::string& path);
 /// Loads a checkpoint's weights and optimizer state; throws (naming the file) when they do not fit the model or
 /// optimizer (missing or mis-shaped entries, another optimizer).
 void apply_checkpoint(const Checkpoint& checkpoint, nn::Module& model, optim::Optimizer& optimizer);
+
+/// How a file at an output path gets written: replaced by renaming a temporary onto it (--save), or opened and
+/// written where it is (--log, --plot, the CSVs of --out).
+enum class OutputWrite { replace_by_rename, in_place };
+
+/// Throws mixtape::Error naming `flag`, `path` and the reason when a file cannot be written at `path` as `how` says
+/// (directory missing or not a directory, target a directory, no permission, read-only file system). Checks by
+/// creating and removing a probe file; changes no existing file.
+void check_output_path(const std::string& path, const std::string& flag, OutputWrite how);
+
+/// Removes the `path`.tmp.<pid> files that saves to `path` left when interrupted (their process no longer runs),
+/// saying so on `log`; a live process's temporary is kept. Returns how many files were removed.
+int remove_stale_temporaries(const std::string& path, std::ostream& log);
 
 }  // namespace mixtape::app

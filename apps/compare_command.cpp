@@ -8,6 +8,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "apps/checkpoint.h"
 #include "apps/train_command.h"
 
 namespace mixtape::app {
@@ -37,6 +38,26 @@ std::string plot_losses(const std::string& png, const std::vector<std::pair<std:
   std::filesystem::remove(script);
   if (rc != 0) return "gnuplot failed to draw '" + png + "'";
   return "";
+}
+
+/// The per-step CSV of one precision's run.
+std::string csv_path(const CompareOptions& o, const std::string& precision) {
+  return (std::filesystem::path(o.out_dir) / (o.base.model + "_" + precision + ".csv")).string();
+}
+
+/// Creates --out and checks every CSV in it, then --plot (which may lie in --out), before the first run trains.
+void check_destinations(const CompareOptions& o) {
+  MIXTAPE_CHECK(!o.out_dir.empty(), "--out: the path is empty: name a directory");
+  std::error_code ec;
+  std::filesystem::create_directories(o.out_dir, ec);
+  const std::error_code created = ec;  // the reason, before another call can replace it
+  MIXTAPE_CHECK(!created && std::filesystem::is_directory(o.out_dir, ec), "--out: cannot create the directory '",
+                o.out_dir, "': ", created ? created.message() : "a file of that name is in the way");
+  for (const std::string& precision : o.precisions) check_output_path(csv_path(o, precision), "--out", OutputWrite::in_place);
+  if (!o.plot_path.empty()) {
+    check_output_path(o.plot_path, "--plot", OutputWrite::in_place);
+    check_output_path(o.plot_path + ".gp", "--plot", OutputWrite::in_place);  // gnuplot's script, next to it
+  }
 }
 
 }  // namespace
@@ -84,15 +105,13 @@ CLI::App* add_compare_command(CLI::App& app, CompareOptions& o) {
 
 int run_compare_command(const CompareOptions& o) {
   MIXTAPE_CHECK(!o.precisions.empty(), "--precisions: give at least one of fp32, fp16, bf16");
-  std::error_code ec;
-  std::filesystem::create_directories(o.out_dir, ec);
-  MIXTAPE_CHECK(!ec, "--out: cannot create '", o.out_dir, "': ", ec.message());
+  check_destinations(o);
   std::vector<TrainResult> runs;
   std::vector<std::pair<std::string, std::string>> series;
   for (const std::string& precision : o.precisions) {
     TrainConfig c = o.base;
     c.precision = precision;
-    c.log_path = (std::filesystem::path(o.out_dir) / (c.model + "_" + precision + ".csv")).string();
+    c.log_path = csv_path(o, precision);
     std::cerr << "== " << c.model << " in " << precision << " ==\n";
     runs.push_back(train(c, std::cerr));
     series.emplace_back(precision, c.log_path);

@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -20,6 +22,7 @@
 #include "autograd/ops.h"
 #include "core/backend.h"
 #include "core/gemm_settings.h"
+#include "core/json_limits.h"
 #include "core/kernels.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -159,6 +162,11 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   MIXTAPE_CHECK(c.batch >= 1, "--batch must be at least 1, got ", c.batch);
   MIXTAPE_CHECK(std::isfinite(c.lr) && c.lr > 0, "--lr must be a positive number, got ", c.lr);
   MIXTAPE_CHECK(c.limit == -1 || c.limit >= 1, "--limit must be at least 1, got ", c.limit);
+  MIXTAPE_CHECK(c.test_limit == -1 || c.test_limit >= 1, "--test-limit must be at least 1, got ", c.test_limit);
+  // Where the run writes is checked before anything trains, so a bad path costs seconds, not an epoch.
+  if (!c.save_path.empty()) check_output_path(c.save_path, "--save", OutputWrite::replace_by_rename);
+  if (!c.log_path.empty()) check_output_path(c.log_path, "--log", OutputWrite::in_place);
+  if (!c.save_path.empty()) remove_stale_temporaries(c.save_path, log);
   const Device device = resolve_device(c.device);
   set_allow_tf32(c.tf32);  // process-wide, like torch.backends.cuda.matmul.allow_tf32; off unless asked for
   const DType lower = precision_dtype(c.precision);
@@ -185,8 +193,8 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
     const RunState& saved = ck.state;
     for (const char* key : {"model", "optimizer", "batch", "seed", "limit", "precision"})
       MIXTAPE_CHECK(!saved.config.contains(key) || saved.config[key] == state.config[key], "--resume ", c.resume_path,
-                    ": the checkpoint was made with ", key, "=", saved.config[key].dump(), " but this run has ", key, "=",
-                    state.config[key].dump(), "; resuming exactly needs the same value");
+                    ": the checkpoint was made with ", key, "=", json_limits::brief(saved.config[key]), " but this run has ",
+                    key, "=", state.config[key].dump(), "; resuming exactly needs the same value");
     MIXTAPE_CHECK(saved.epoch < c.epochs, "--resume ", c.resume_path, ": the checkpoint has already completed ",
                   saved.epoch, " epoch(s); ask for more with --epochs N (N > ", saved.epoch, ")");
     apply_checkpoint(ck, *model, *opt);
@@ -199,8 +207,10 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
 
   std::ofstream csv;
   if (!c.log_path.empty()) {
+    errno = 0;
     csv.open(c.log_path, c.resume_path.empty() ? std::ios::trunc : std::ios::app);
-    MIXTAPE_CHECK(csv.good(), "--log: cannot write '", c.log_path, "'");
+    const int err = errno;  // the failed open's reason, read before anything else can change it
+    MIXTAPE_CHECK(csv.good(), "--log: cannot write '", c.log_path, "'", err ? std::string(": ") + std::strerror(err) : "");
     if (c.resume_path.empty()) csv << "step,epoch,loss,lr,loss_scale,skipped\n";
   }
 

@@ -84,7 +84,11 @@ Dataset load_fashion_mnist(const std::string& dir, bool train, int64_t limit) {
                   int{labels.data[i]}, " at index ", i, " is out of range (expected 0..9)");
   }
 
-  const int64_t n = limit > 0 ? std::min(limit, images.dims[0]) : images.dims[0];
+  // A limit beyond the data set is a mistake (a typo, the wrong split), not a request for all of it.
+  MIXTAPE_CHECK(limit <= images.dims[0], "Fashion-MNIST: limit ", limit, " is more than the ", images.dims[0],
+                " samples in '", image_path, "' (the ", train ? "training" : "test",
+                " set): ask for at most ", images.dims[0], ", or for no limit to use them all");
+  const int64_t n = limit > 0 ? limit : images.dims[0];
   const int64_t pixels = kFashionSide * kFashionSide;
   std::array<float, 256> normalised{};
   for (int v = 0; v < 256; ++v) {

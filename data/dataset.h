@@ -28,7 +28,8 @@ std::string default_fashion_mnist_dir();
 
 /// Loads Fashion-MNIST from `dir` (files train-/t10k-{images-idx3,labels-idx1}-ubyte, gzip-compressed or not):
 /// inputs (N, 784) f32 normalised as (x/255 - kFashionMnistMean) / kFashionMnistStd, labels (N) i64 in 0..9.
-/// `limit` >= 1 keeps the first `limit` samples; a negative limit keeps all. A missing directory or file throws
+/// `limit` >= 1 keeps the first `limit` samples (more than the file holds is an error naming both); a negative limit
+/// keeps all. A missing directory or file throws
 /// mixtape::Error saying how to install the data set (`sudo apt-get install dataset-fashion-mnist`) or `--data DIR`.
 Dataset load_fashion_mnist(const std::string& dir, bool train, int64_t limit = -1);
 

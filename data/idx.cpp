@@ -17,8 +17,9 @@ namespace {
 // 16 GiB: far beyond any real IDX data set, so a header that declares more is corrupt. Also keeps every
 // size computation far from overflow.
 constexpr uint64_t kMaxDataBytes = uint64_t{1} << 34;
-// Reads and growth happen in chunks of this size, so a corrupt header cannot trigger one huge allocation.
-constexpr size_t kChunk = size_t{16} << 20;
+// The payload is read in chunks of this size into a buffer that grows (at most doubling) only as data arrives,
+// so a header that claims more than the file holds costs about what the file holds, not what it claims.
+constexpr size_t kChunk = size_t{1} << 20;
 
 struct GzCloser {
   void operator()(gzFile f) const {
@@ -77,9 +78,10 @@ size_t read_some(gzFile f, uint8_t* buf, size_t n, const std::string& path) {
     const unsigned want = static_cast<unsigned>(std::min<size_t>(n - got, size_t{1} << 30));
     const int r = gzread(f, buf + got, want);
     if (r < 0) {
+      const int read_errno = errno;  // the failed read's reason, before building the message can change errno
       int errnum = Z_OK;
       gzerror(f, &errnum);
-      if (errnum == Z_ERRNO) throw Error(where(path) + ": " + gz_error_text(f));
+      if (errnum == Z_ERRNO) throw Error(where(path) + ": read error: " + std::strerror(read_errno));
       throw Error(where(path) + ": corrupt gzip data (" + gz_error_text(f) +
                   "): the file is damaged; download or reinstall it");
     }
@@ -94,6 +96,43 @@ std::string cut_note(gzFile f) { return gz_stream_cut(f) ? " (the gzip stream en
 
 uint32_t big_endian_u32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+std::string truncated_message(const std::string& path, uint64_t expected, uint64_t found,
+                              const std::vector<int64_t>& dims) {
+  return where(path) + ": truncated: expected " + std::to_string(expected) + " bytes of data, found " +
+         std::to_string(found) + " (dimensions " + dims_string(dims) + ")";
+}
+
+// An uncompressed regular file proves its size up front: throws before allocating when it cannot hold the declared
+// data; returns whether the size was proven (false for gzip, whose trailer's ISIZE is no proof, and for pipes).
+bool check_plain_size(gzFile f, const std::string& path, uint64_t header_bytes, uint64_t expected,
+                      const std::vector<int64_t>& dims) {
+  if (!gzdirect(f)) return false;
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec || size < header_bytes) return false;  // not a regular file: the chunked read decides
+  MIXTAPE_CHECK(size - header_bytes >= expected, truncated_message(path, expected, size - header_bytes, dims));
+  return true;
+}
+
+// Reads `expected` bytes of payload in kChunk pieces; the buffer's capacity never exceeds `expected`, and (for a
+// gzip stream, whose size nothing proves) at most doubles what has arrived. Returns fewer bytes at the end of input.
+std::vector<uint8_t> read_payload(gzFile f, const std::string& path, uint64_t expected, bool size_proven) {
+  std::vector<uint8_t> data;
+  if (size_proven) data.reserve(expected);
+  size_t got = 0;
+  while (got < expected) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(expected - got, kChunk));
+    if (data.capacity() < got + want)
+      data.reserve(static_cast<size_t>(std::min<uint64_t>(expected, std::max(got + want, 2 * data.capacity()))));
+    data.resize(got + want);
+    const size_t n = read_some(f, data.data() + got, want, path);
+    got += n;
+    if (n < want) break;
+  }
+  data.resize(got);
+  return data;
 }
 
 }  // namespace
@@ -143,16 +182,11 @@ IdxArray read_idx(const std::string& path) {
   }
 
   // Data: exactly `expected` bytes.
-  size_t got = 0;
-  while (got < expected) {
-    const size_t want = std::min<size_t>(expected - got, kChunk);
-    out.data.resize(got + want);
-    const size_t n = read_some(file.get(), out.data.data() + got, want, path);
-    got += n;
-    if (n < want) break;
-  }
-  MIXTAPE_CHECK(got == expected, where(path), ": truncated: expected ", expected, " bytes of data, found ", got,
-                " (dimensions ", dims_string(out.dims), ")", cut_note(file.get()));
+  const uint64_t header_bytes = 4 + want_dims;
+  const bool size_proven = check_plain_size(file.get(), path, header_bytes, expected, out.dims);
+  out.data = read_payload(file.get(), path, expected, size_proven);
+  MIXTAPE_CHECK(out.data.size() == expected, truncated_message(path, expected, out.data.size(), out.dims),
+                cut_note(file.get()));
 
   // Nothing may follow.
   std::vector<uint8_t> scratch(1u << 16);

@@ -12,12 +12,16 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <new>
 #include <numbers>
 #include <numeric>
 #include <regex>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <malloc.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
 
@@ -322,6 +326,105 @@ TEST_CASE("IDX: a file cut in half is reported as truncated with expected and fo
   }
 }
 
+namespace {
+
+// Whether this build runs under AddressSanitizer or ThreadSanitizer (they reserve address space of their own).
+constexpr bool kSanitized =
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+    true;
+#else
+    false;
+#endif
+#else
+    false;
+#endif
+
+// This process's virtual memory size (VmSize in /proc/self/status), in bytes; 0 when unknown.
+size_t virtual_memory_bytes() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmSize:", 0) == 0) return std::stoull(line.substr(7)) * 1024;  // "VmSize:   12345 kB"
+  return 0;
+}
+
+// Runs read_idx(path) in a child process whose address space may grow by at most `budget` bytes. Returns what
+// happened: "error: <message>" (a mixtape::Error), "out of memory", "read" or "no budget" (no VmSize to limit).
+std::string read_idx_within(const std::string& path, size_t budget) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    // Free heap space the parent left would serve allocations without growing the address space: give it back,
+    // and have every allocation from 256 KiB up mapped afresh (so it counts against the limit).
+    ::malloc_trim(0);
+    ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    std::string report;
+    const size_t vm = virtual_memory_bytes();
+    const rlimit limit{vm + budget, RLIM_INFINITY};
+    if (vm == 0 || ::setrlimit(RLIMIT_AS, &limit) != 0) {
+      report = "no budget";
+    } else {
+      try {
+        read_idx(path);
+        report = "read";
+      } catch (const Error& e) {
+        report = std::string("error: ") + e.what();
+      } catch (const std::bad_alloc&) {
+        report = "out of memory";
+      }
+    }
+    const ssize_t written = ::write(fds[1], report.data(), report.size());
+    ::_exit(written == static_cast<ssize_t>(report.size()) ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::string report;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) report.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  return report;
+}
+
+}  // namespace
+
+TEST_CASE("IDX: a header claiming 60000 images over 100 bytes fails without allocating what it claims", "[data][idx]") {
+  TempDir dir;
+  const Bytes file = idx_bytes({60000, 28, 28}, noise_bytes(100, 8));  // claims 47,040,000 bytes
+  const std::string plain = dir.file("claims.idx"), gz = dir.file("claims.idx.gz");
+  write_bytes(plain, file);
+  write_bytes(gz, gzip_stored(file));  // a complete gzip stream whose IDX payload is short
+  for (const std::string& path : {plain, gz}) {
+    if (kSanitized) {
+      WARN("under a sanitizer the address-space budget of the IDX reader is not exercised");
+    } else {
+      // Within a budget of 8 MiB (a sixth of what the header claims) the reader still reports the truncation.
+      const std::string report = read_idx_within(path, size_t{8} << 20);
+      if (report == "no budget") WARN("no VmSize in /proc/self/status: the IDX reader's budget is not exercised");
+      else CHECK_THAT(report, Contains("error: ") && Contains("truncated: expected 47040000 bytes of data, found 100"));
+    }
+    const std::string msg = error_of([&] { read_idx(path); });
+    CHECK_THAT(msg, Contains(path) && Contains("truncated: expected 47040000 bytes of data, found 100") &&
+                        Contains("(60000, 28, 28)"));
+  }
+}
+
+TEST_CASE("IDX: dimensions whose product overflows 64 bits are rejected, not wrapped to 0", "[data][idx]") {
+  TempDir dir;
+  const std::string path = dir.file("wrap.idx");
+  write_bytes(path, idx_bytes({65536, 65536, 65536, 65536}, {}));  // 2^64: a naive uint64 product is 0
+  const std::string msg = error_of([&] { read_idx(path); });
+  CHECK_THAT(msg, Contains(path) && Contains("(65536, 65536") && Contains("corrupt"));
+  write_bytes(path, idx_bytes({0x80000000u, 0x80000000u, 4}, {}));  // 2^64 again, in three dimensions
+  CHECK_THAT(error_of([&] { read_idx(path); }), Contains(path) && Contains("corrupt"));
+}
+
 TEST_CASE("IDX: trailing bytes after the declared data are an error", "[data][idx]") {
   TempDir dir;
   Bytes b = idx_bytes({2, 3}, noise_bytes(6, 5));
@@ -476,7 +579,12 @@ TEST_CASE("Fashion-MNIST: loads a directory of small IDX files, gzip or plain, w
   const Dataset limited = load_fashion_mnist(dir.path.string(), true, 2);
   CHECK(limited.size() == 2);
   CHECK(limited.labels.to_vector<int64_t>() == std::vector<int64_t>{0, 3});
-  CHECK(load_fashion_mnist(dir.path.string(), true, 1000).size() == 5);
+  CHECK(load_fashion_mnist(dir.path.string(), true, 5).size() == 5);  // a limit equal to the size is fine
+  // Beyond the size it is an error naming the limit, the size and the file (it was silently capped before).
+  const std::string msg = error_of([&] { load_fashion_mnist(dir.path.string(), true, 1000); });
+  CHECK_THAT(msg, Contains("limit 1000") && Contains("5 samples") && Contains(dir.file("train-images-idx3-ubyte.gz")));
+  CHECK_THAT(error_of([&] { load_fashion_mnist(dir.path.string(), false, 4); }),
+             Contains("limit 4") && Contains("3 samples") && Contains(dir.file("t10k-images-idx3-ubyte")));
   CHECK_THROWS_AS(load_fashion_mnist(dir.path.string(), true, 0), Error);
 }
 
