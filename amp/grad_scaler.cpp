@@ -270,6 +270,9 @@ void GradScaler::load_state_dict(const std::map<std::string, Tensor>& dict) {
   auto count = [&](const std::string& key) {
     const int64_t v = find(key, DType::i64).to_vector<int64_t>()[0];
     MIXTAPE_CHECK(v >= 0, who, "key \"", key, "\" must be >= 0, got ", v);
+    // Counts are stored through a double (state_dict) and step() adds 1 to the skip counts: beyond 2^53 neither
+    // is exact, and at INT64_MAX the next skipped step would overflow.
+    MIXTAPE_CHECK(v <= (int64_t{1} << 53), who, "key \"", key, "\" is too large: ", v, " (at most 2^53)");
     return v;
   };
   auto as_int = [&](const std::string& key, int64_t v) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <climits>
 #include <cstring>
 #include <filesystem>
@@ -122,16 +123,23 @@ Checkpoint read_checkpoint(const std::string& path) {
   MIXTAPE_CHECK(meta("format") == kFormat, "'", path, "' has checkpoint format '", meta("format"), "', expected ", kFormat);
   Checkpoint ck;
   ck.path = path;
-  try {
-    ck.state.epoch = std::stoll(meta("epoch"));
-    ck.state.step = std::stoll(meta("step"));
-    ck.state.rng_seed = std::stoull(meta("rng_seed"));
-    ck.state.rng_offset = std::stoull(meta("rng_offset"));
-  } catch (const std::exception& e) {
-    throw Error(detail::cat("'", path, "' has corrupt run metadata (", e.what(), ")"));
-  }
-  MIXTAPE_CHECK(ck.state.epoch >= 0 && ck.state.step >= 0, "'", path, "' has corrupt run metadata (epoch ",
-                ck.state.epoch, ", step ", ck.state.step, ")");
+  // Whole decimal numbers only ("12abc", "+3", " 4" and "-3" are corrupt). Epoch and step count up from here by
+  // one: at most 2^53, as the optimizer's and scaler's counts, so no run can overflow them.
+  auto counter = [&](const char* key, uint64_t max) {
+    const std::string& text = meta(key);
+    uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    const bool digits = !text.empty() && end == text.data() + text.size();
+    const bool fits = ec == std::errc() && v <= max;
+    MIXTAPE_CHECK(digits && fits, "'", path, "' has corrupt run metadata (", key, " ",
+                  json_limits::brief(nlohmann::json(text)), digits ? " is too large" : " is not a whole number", ")");
+    return v;
+  };
+  constexpr uint64_t kMaxCount = uint64_t{1} << 53;
+  ck.state.epoch = static_cast<int64_t>(counter("epoch", kMaxCount));
+  ck.state.step = static_cast<int64_t>(counter("step", kMaxCount));
+  ck.state.rng_seed = counter("rng_seed", UINT64_MAX);
+  ck.state.rng_offset = counter("rng_offset", UINT64_MAX);
   // The run's config is a flat object of scalars (trainer.cpp's to_json): nothing deeper is accepted.
   ck.state.config = json_limits::parse(meta("config"), 1, detail::cat("'", path, "' has corrupt run metadata (config)"));
   MIXTAPE_CHECK(ck.state.config.is_object(), "'", path, "' has corrupt run metadata (config is ",

@@ -130,6 +130,9 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& dict) {
                   describe(t));
     const int64_t value = t.to_vector<int64_t>()[0];
     MIXTAPE_CHECK(value >= 0, who, "key \"", key, "\" must be >= 0, got ", value);
+    // Counts are stored through a double (scalar_tensor) and step() adds 1: beyond 2^53 neither is exact, and at
+    // INT64_MAX the next step would overflow.
+    MIXTAPE_CHECK(value <= (int64_t{1} << 53), who, "key \"", key, "\" is too large: ", value, " (at most 2^53)");
     return value;
   };
 

@@ -860,6 +860,10 @@ TEST_CASE("GradScaler: a bad state dict throws naming the key and changes nothin
   expect_rejected(with("scale", full(Shape{1}, 1024.0, DType::f64)), "\"scale\" must be a 0-d");
   expect_rejected(with("growth_tracker", scalar_tensor(1.0, DType::f64)), "\"growth_tracker\" must be a 0-d");
   expect_rejected(with("skipped_steps", scalar_tensor(-1.0, DType::i64)), "\"skipped_steps\" must be >= 0");
+  // A count whose next increment would overflow int64 (found by tests/fuzz/fuzz_checkpoint), or beyond 2^53.
+  expect_rejected(with("skipped_steps", from_vector<int64_t>({INT64_MAX}, Shape{})), "\"skipped_steps\" is too large");
+  expect_rejected(with("consecutive_skips", from_vector<int64_t>({(int64_t{1} << 53) + 1}, Shape{})),
+                  "\"consecutive_skips\" is too large");
   expect_rejected(with("scale", scalar_tensor(kNaN, DType::f64)), "key \"scale\"");
   expect_rejected(with("scale", scalar_tensor(0.0, DType::f64)), "key \"scale\"");
   expect_rejected(with("scale", scalar_tensor(1e9, DType::f64)), "max_scale");

@@ -595,6 +595,19 @@ TEST_CASE("optim: load_state_dict rejects bad dicts, naming the key, and changes
     bad["step"] = scalar_tensor(-2.0, DType::i64);
     expect_rejected(bad, {"\"step\""});
   }
+  SECTION("counts whose next step would overflow int64, or beyond 2^53 (not exact through a double)") {
+    for (const char* key : {"step", "state.0.step"}) {
+      for (int64_t v : {INT64_MAX, (int64_t{1} << 53) + 1}) {
+        auto bad = good;
+        bad[key] = from_vector<int64_t>({v}, Shape{});
+        expect_rejected(bad, {detail::cat("\"", key, "\""), "too large"});
+      }
+    }
+    auto fine = good;
+    fine["state.0.step"] = from_vector<int64_t>({int64_t{1} << 53}, Shape{});
+    target.load_state_dict(fine);
+    CHECK(target.state_dict().at("state.0.step").to_vector<int64_t>()[0] == int64_t{1} << 53);
+  }
   SECTION("an SGD dict into Adam") {
     optim::SGD sgd(copies(ps), {.lr = 0.1, .momentum = 0.9});
     set_synthetic_grads(sgd.params(), 0);

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -54,9 +55,27 @@ TEST_CASE("checkpoint: hostile run metadata is refused with the file named", "[t
   const std::string p3 = write_checkpoint(dir, "list.safetensors", {{"config", "[1,2]"}});
   CHECK_THAT(read_error(p3), Contains("config is [1,2], not an object"));
   const std::string p4 = write_checkpoint(dir, "negative.safetensors", {{"epoch", "-3"}});
-  CHECK_THAT(read_error(p4), Contains("negative.safetensors") && Contains("epoch -3"));
+  CHECK_THAT(read_error(p4), Contains("negative.safetensors") && Contains("epoch \"-3\" is not a whole number"));
   const std::string p5 = write_checkpoint(dir, "words.safetensors", {{"step", "ten"}});
-  CHECK_THAT(read_error(p5), Contains("corrupt run metadata"));
+  CHECK_THAT(read_error(p5), Contains("corrupt run metadata (step \"ten\" is not a whole number)"));
+  // Partly numeric counters were once read up to the first non-digit ("12abc" as 12).
+  for (const char* text : {"12abc", "+3", " 4", "", "0x10", "1e3"}) {
+    INFO(text);
+    const std::string p = write_checkpoint(dir, "partial.safetensors", {{"step", text}});
+    CHECK_THAT(read_error(p), Contains("step") && Contains("is not a whole number"));
+  }
+  // Counters a run would overflow by counting on (step INT64_MAX + 1 was undefined behaviour) are refused, 2^53
+  // (the optimizer's limit too) is accepted; the generator's state takes any 64-bit value.
+  for (const char* text : {"9223372036854775807", "9007199254740993", "18446744073709551616"}) {
+    INFO(text);
+    const std::string p = write_checkpoint(dir, "huge.safetensors", {{"epoch", text}});
+    CHECK_THAT(read_error(p), Contains("huge.safetensors") && Contains("(epoch \"") && Contains("is too large)"));
+  }
+  const std::string edge = write_checkpoint(dir, "edge.safetensors", {{"step", "9007199254740992"},
+                                                                     {"rng_seed", "18446744073709551615"}});
+  const app::Checkpoint at_limit = app::read_checkpoint(edge);
+  CHECK(at_limit.state.step == int64_t{1} << 53);
+  CHECK(at_limit.state.rng_seed == UINT64_MAX);
   const std::string ok = write_checkpoint(dir, "ok.safetensors", {{"config", R"({"model":"mlp","batch":128})"}});
   const app::Checkpoint ck = app::read_checkpoint(ok);
   CHECK(ck.state.epoch == 1);
