@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/cpu/cpu_simd.h"
 #include "core/error.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -144,7 +145,7 @@ CpuFeatures cpu_features() {
   CpuFeatures f;
 #if MIXTAPE_BENCH_X86
   unsigned regs[12] = {};
-  if (__get_cpuid_max(0x80000000u, nullptr) >= 0x80000004u) {
+  if (static_cast<unsigned>(__get_cpuid_max(0x80000000u, nullptr)) >= 0x80000004u) {  // int in clang's cpuid.h
     for (unsigned i = 0; i < 3; ++i)
       __get_cpuid(0x80000002u + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2], &regs[4 * i + 3]);
     std::string s(reinterpret_cast<const char*>(regs), sizeof regs);
@@ -155,7 +156,7 @@ CpuFeatures cpu_features() {
   __builtin_cpu_init();
   f.avx2 = __builtin_cpu_supports("avx2");
   f.fma = __builtin_cpu_supports("fma");
-  f.f16c = __builtin_cpu_supports("f16c");
+  f.f16c = cpu::cpu_has_f16c();  // clang has no __builtin_cpu_supports("f16c")
   f.avx512f = __builtin_cpu_supports("avx512f");
   f.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
 #endif

@@ -21,6 +21,7 @@
 #include "apps/train_command.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
+#include "core/cpu/cpu_simd.h"
 #include "core/error.h"
 #include "core/random.h"
 #include "core/tensor.h"
@@ -77,7 +78,7 @@ void print_cpu_info() {
   __builtin_cpu_init();
   std::cout << "  features      AVX2 " << yes_no(__builtin_cpu_supports("avx2")) << ", AVX-512F "
             << yes_no(__builtin_cpu_supports("avx512f")) << ", AVX512-BF16 " << yes_no(__builtin_cpu_supports("avx512bf16"))
-            << ", F16C " << yes_no(__builtin_cpu_supports("f16c")) << ", FMA " << yes_no(__builtin_cpu_supports("fma"))
+            << ", F16C " << yes_no(cpu::cpu_has_f16c()) << ", FMA " << yes_no(__builtin_cpu_supports("fma"))
             << "\n";
 #else
   std::cout << "  features      (not an x86 CPU: AVX/F16C detection not applicable)\n";

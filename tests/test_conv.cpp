@@ -275,7 +275,7 @@ TEST_CASE("f16 and bf16 conv, pooling and batch norm agree with float64 within t
   for (auto [dtype, u] : {std::pair{DType::f16, 0x1p-11}, std::pair{DType::bf16, 0x1p-8}}) {
     INFO(dtype_name(dtype));
     // Inputs exactly representable in the dtype, so the only errors are the op's own.
-    auto rounded = [&](int64_t n, double lo, double hi) {
+    auto rounded = [&, dtype = dtype](int64_t n, double lo, double hi) {  // clang 14: no captured bindings
       return from_vector<double>(uniform_values(g, n, lo, hi), Shape{n}).to(dtype).to(DType::f64).to_vector<double>();
     };
     const ConvCase c{2, 3, 6, 6, 4, 3, 1, 1, 1};

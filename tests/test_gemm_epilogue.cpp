@@ -293,7 +293,7 @@ TEST_CASE("gemm epilogue: CPU throughput of the fused bias path vs gemm then add
   for (DType dt : {DType::f32, DType::f16, DType::bf16}) {
     for (auto [m, n, k] : {std::array<int64_t, 3>{256, 512, 784}, std::array<int64_t, 3>{256, 4096, 1024}}) {
       const Tensor x = randn(Shape{m, k}, dt), w = randn(Shape{n, k}, dt), bias = randn(Shape{n}, dt);
-      auto time = [&](auto&& fn) {
+      auto time = [&, m = m, n = n, k = k](auto&& fn) {  // clang 14 cannot capture structured bindings
         fn();
         const int reps = 5;
         const auto t0 = std::chrono::steady_clock::now();

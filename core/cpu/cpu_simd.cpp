@@ -3,6 +3,7 @@
 #include "core/cpu/cpu_simd.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define MIXTAPE_X86_SIMD 1
 #endif
@@ -76,11 +77,23 @@ MIXTAPE_AVX2 void narrow_bf16_avx2(const float* src, BFloat16* dst, int64_t n) {
 
 }  // namespace
 
+bool cpu_has_f16c() {
+#if MIXTAPE_X86_SIMD
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_F16C) || !(ecx & bit_OSXSAVE)) return false;
+  unsigned xcr0_lo = 0, xcr0_hi = 0;
+  __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  return (xcr0_lo & 0x6u) == 0x6u;  // the OS saves SSE and AVX registers
+#else
+  return false;
+#endif
+}
+
 bool simd_avx2_f16c() {
 #if MIXTAPE_X86_SIMD
   static const bool yes = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && cpu_has_f16c() && __builtin_cpu_supports("fma");
   }();
   return yes;
 #else

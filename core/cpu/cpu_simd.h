@@ -10,6 +10,9 @@ namespace mixtape::cpu {
 
 /// Whether the AVX2 + F16C + FMA paths are used (decided once, from the CPU's features).
 bool simd_avx2_f16c();
+/// Whether the CPU has F16C and the OS saves AVX state (cpuid leaf 1 ECX bit 29, OSXSAVE and XCR0), as GCC's
+/// __builtin_cpu_supports("f16c"), which clang does not accept; false off x86.
+bool cpu_has_f16c();
 
 void widen(const Half* src, float* dst, int64_t n);
 void widen(const BFloat16* src, float* dst, int64_t n);

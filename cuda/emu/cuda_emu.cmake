@@ -56,7 +56,7 @@ target_compile_options(mixtape_cuda_emu PRIVATE -Wall -Wextra -ffp-contract=off)
 # ---- .cu/.cuh files rewritten by cu2cpp and compiled as host C++ ----
 set(MIXTAPE_EMU_GENERATED_DIR "${_emu_generated}" CACHE INTERNAL "rewritten CUDA sources of the emulation build")
 set(MIXTAPE_EMU_CU_OPTIONS
-    "-iquote;${_emu_generated};-I${PROJECT_SOURCE_DIR}/cuda/emu/include;-include;${PROJECT_SOURCE_DIR}/cuda/emu/include/cuda_runtime.h;-ffp-contract=off;-Wno-sign-compare;-Wno-unknown-pragmas;-Wno-maybe-uninitialized"
+    "-iquote;${_emu_generated};-I${PROJECT_SOURCE_DIR}/cuda/emu/include;-include;${PROJECT_SOURCE_DIR}/cuda/emu/include/cuda_runtime.h;-ffp-contract=off;-Wno-sign-compare;-Wno-unknown-pragmas;$<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>"
     CACHE INTERNAL "compile options of rewritten CUDA sources")
 
 # Adds CUDA sources (paths relative to the project root) to `target`, rewritten into the build tree: a .cu
