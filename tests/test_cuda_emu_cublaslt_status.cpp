@@ -107,9 +107,11 @@ TEST_CASE("cublaslt mock: unsupported types, orders, epilogues and modes are NOT
   s = Spec{};
   s.epilogue = CUBLASLT_EPILOGUE_BIAS;
   rejected(s, "bias data type", [](Gemm& g) { g.set_desc(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t{CUDA_R_16F}); });
-  cublasLtMatmulDesc_t d = nullptr;  // a compute type the header does not define
-  CHECK_REJECTED(cublasLtMatmulDescCreate(&d, static_cast<cublasComputeType_t>(12345), CUDA_R_32F), kInvalid,
-                 "unknown compute type");
+  // A compute type the header does not define. 100 lies within the enum's range of values (0-127, from its
+  // enumerators 64-79), so the cast is defined C++; 12345 was not (UBSan: invalid enum load).
+  cublasLtMatmulDesc_t d = nullptr;
+  CHECK_REJECTED(cublasLtMatmulDescCreate(&d, static_cast<cublasComputeType_t>(100), CUDA_R_32F), kInvalid,
+                 "unknown compute type 100");
 }
 
 TEST_CASE("cublaslt mock: bias pointers, epilogue values, algorithms and transposes are checked",

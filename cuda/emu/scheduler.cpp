@@ -34,7 +34,33 @@
 
 namespace bctx = boost::context::detail;
 
+// Sanitizer builds: tell ASan and TSan about every stack switch, or they take one emulated thread's stack for
+// another's (ASan: false stack-buffer reports; TSan: no happens-before between the fibers of one block).
+#if defined(__SANITIZE_ADDRESS__)
+#define MIXTAPE_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MIXTAPE_EMU_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define MIXTAPE_EMU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MIXTAPE_EMU_TSAN 1
+#endif
+#endif
+#ifdef MIXTAPE_EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+#ifdef MIXTAPE_EMU_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace mixtape::emu {
+
+/// Thrown by a faulting emulated thread; caught where its fiber starts (fiber_entry).
+struct KernelExit {};
 
 thread_local const ThreadIds* g_ids = nullptr;
 
@@ -59,9 +85,33 @@ CounterState& counter_state() {
 struct Stack {
   char* lo = nullptr;  // mapping start (guard page)
   size_t bytes = 0;
+  void* tsan_fiber = nullptr;  // TSan builds: the fiber this stack runs as
   void* top() const { return lo + bytes; }
   size_t usable() const { return bytes - static_cast<size_t>(::sysconf(_SC_PAGESIZE)); }
+  const void* bottom() const { return lo + (bytes - usable()); }
 };
+
+// ---- the stack switches, with the sanitizers' bookkeeping (no-ops in ordinary builds) ----
+
+/// Before leaving the current stack for [bottom, bottom + size); `fake` keeps ASan's fake stack of the one left
+/// (nullptr: the stack left is finished for good).
+inline void before_switch([[maybe_unused]] void** fake, [[maybe_unused]] const void* bottom,
+                          [[maybe_unused]] size_t size, [[maybe_unused]] void* tsan_to) {
+#ifdef MIXTAPE_EMU_ASAN
+  __sanitizer_start_switch_fiber(fake, bottom, size);
+#endif
+#ifdef MIXTAPE_EMU_TSAN
+  __tsan_switch_to_fiber(tsan_to, 0);  // flags 0: the switch orders the fibers (happens-before)
+#endif
+}
+
+/// After arriving on a stack; records the bounds of the stack switched from.
+inline void after_switch([[maybe_unused]] void* fake, [[maybe_unused]] const void** from_bottom,
+                         [[maybe_unused]] size_t* from_size) {
+#ifdef MIXTAPE_EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, from_bottom, from_size);
+#endif
+}
 
 /// Stacks are mapped once and reused: a thread that exits without waiting returns its stack at once, so a
 /// barrier-free kernel runs all its threads on one stack.
@@ -81,7 +131,11 @@ class StackPool {
     }
     ::mprotect(m, page, PROT_NONE);  // guard: an overflow faults (and the handler says so)
     memory::register_stack_guard(m, page);
-    return Stack{static_cast<char*>(m), kStackBytes};
+    Stack s{static_cast<char*>(m), kStackBytes};
+#ifdef MIXTAPE_EMU_TSAN
+    s.tsan_fiber = __tsan_create_fiber(0);
+#endif
+    return s;
   }
   void put(Stack s) {
     if (s.lo) free_.push_back(s);
@@ -106,6 +160,7 @@ struct EmuThread {
   const char* file = nullptr;  // where it waits
   int line = 0;
   WarpRequest* req = nullptr;
+  void* asan_fake = nullptr;  // ASan builds: the fake stack of this thread while it is suspended
 };
 
 /// One kernel execution (a grid).
@@ -249,28 +304,39 @@ class BlockRunner {
     return m;
   }
 
-  /// Ends the kernel from inside the running thread.
+  /// Records a fault of the running thread (the first of the grid is the one reported).
+  void record_fault(const std::string& what, const char* file, int line) {
+    if (g_->failed) return;
+    const EmuThread& e = threads_[cur_];
+    g_->failed = true;
+    g_->failure = what + " at " + site_text(file, line) + " (block " + dim_text(dim3(e.ids.bid.x, e.ids.bid.y, e.ids.bid.z)) +
+                  ", thread " + dim_text(dim3(e.ids.tid.x, e.ids.tid.y, e.ids.tid.z)) + ")";
+  }
+
+  /// Ends the kernel from inside the running thread: records the fault and unwinds the thread's stack to
+  /// fiber_entry (a jump straight to the scheduler would leave the caller's temporaries, such as the message,
+  /// undestroyed: LeakSanitizer found them).
   [[noreturn]] void fault(const std::string& what, const char* file, int line) {
-    if (!g_->failed) {
-      const EmuThread& e = threads_[cur_];
-      g_->failed = true;
-      g_->failure = what + " at " + site_text(file, line) + " (block " + dim_text(dim3(e.ids.bid.x, e.ids.bid.y, e.ids.bid.z)) +
-                    ", thread " + dim_text(dim3(e.ids.tid.x, e.ids.tid.y, e.ids.tid.z)) + ")";
-    }
-    threads_[cur_].st = St::done;
-    bctx::jump_fcontext(sched_, nullptr);
-    __builtin_unreachable();
+    record_fault(what, file, line);
+    throw KernelExit{};
   }
 
   /// Called on the thread's own stack when its kernel function returns.
   [[noreturn]] void finish() {
     threads_[cur_].st = St::done;
+    before_switch(nullptr, sched_bottom_, sched_size_, sched_tsan_);
     bctx::jump_fcontext(sched_, nullptr);
     __builtin_unreachable();
   }
 
+  /// On a thread's stack, right after the switch that started it: learns the scheduler's stack.
+  void arrived_first_time() { after_switch(nullptr, &sched_bottom_, &sched_size_); }
+
   Grid& grid() { return *g_; }
   bctx::fcontext_t sched_ = nullptr;
+  const void* sched_bottom_ = nullptr;  // sanitizer builds: the scheduler's stack
+  size_t sched_size_ = 0;
+  void* sched_tsan_ = nullptr;
 
  private:
   static std::string hex(unsigned v) {
@@ -284,15 +350,22 @@ class BlockRunner {
     cur_ = t;
     g_ids = &e.ids;
     bctx::transfer_t r;
+#ifdef MIXTAPE_EMU_TSAN
+    sched_tsan_ = __tsan_get_current_fiber();
+#endif
+    void* fake = nullptr;
     if (e.st == St::fresh) {
       e.stack = stacks_.get();
       e.fc = bctx::make_fcontext(e.stack.top(), e.stack.usable(), &fiber_entry);
       e.st = St::running;
+      before_switch(&fake, e.stack.bottom(), e.stack.usable(), e.stack.tsan_fiber);
       r = bctx::jump_fcontext(e.fc, this);
     } else {
       e.st = St::running;
+      before_switch(&fake, e.stack.bottom(), e.stack.usable(), e.stack.tsan_fiber);
       r = bctx::jump_fcontext(e.fc, nullptr);
     }
+    after_switch(fake, nullptr, nullptr);
     g_ids = nullptr;
     if (e.st == St::done) {
       stacks_.put(e.stack);
@@ -304,7 +377,10 @@ class BlockRunner {
   }
 
   void yield() {
+    EmuThread& e = threads_[cur_];
+    before_switch(&e.asan_fake, sched_bottom_, sched_size_, sched_tsan_);
     const bctx::transfer_t t = bctx::jump_fcontext(sched_, nullptr);
+    after_switch(threads_[cur_].asan_fake, &sched_bottom_, &sched_size_);
     sched_ = t.fctx;
   }
 
@@ -486,14 +562,17 @@ BlockRunner& runner() {
 
 void fiber_entry(bctx::transfer_t t) {
   auto* r = static_cast<BlockRunner*>(t.data);
+  r->arrived_first_time();
   r->sched_ = t.fctx;
   Grid& g = r->grid();
   try {
     g.run(g.pack);
+  } catch (const KernelExit&) {
+    // a fault, recorded
   } catch (...) {
-    r->fault("a C++ exception escaped the kernel", g.site.file, g.site.line);
+    r->record_fault("a C++ exception escaped the kernel", g.site.file, g.site.line);
   }
-  r->finish();
+  r->finish();  // outside the handlers: every exception is destroyed before the stack is left
 }
 
 /// The permutation of [0, n) the schedule gives (seeded by the launch number for shuffles).
