@@ -43,18 +43,6 @@ Device resolve_device(const std::string& name) {
   return d;
 }
 
-std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, const std::vector<Tensor>& params) {
-  if (c.optimizer == "sgd")
-    return std::make_unique<optim::SGD>(params, optim::SGDOptions{.lr = c.lr, .momentum = c.momentum,
-                                                                  .weight_decay = std::max(c.weight_decay, 0.0)});
-  if (c.optimizer == "adam")
-    return std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = c.lr, .weight_decay = std::max(c.weight_decay, 0.0)});
-  if (c.optimizer == "adamw")
-    return std::make_unique<optim::AdamW>(
-        params, optim::AdamWOptions{.lr = c.lr, .weight_decay = c.weight_decay < 0 ? 1e-2 : c.weight_decay});
-  throw Error(detail::cat("unknown optimizer '", c.optimizer, "': expected sgd, adam or adamw"));
-}
-
 /// Fraction of correctly classified samples, in batches, without recording. The count stays on the device
 /// (float32 sums of whole numbers, exact below 2^24 samples) and is read once at the end.
 double evaluate(nn::Module& model, const data::Dataset& ds, Device device) {
@@ -157,6 +145,29 @@ nlohmann::json to_json(const TrainResult& r) {
           {"peak_reserved_bytes", r.peak_reserved_bytes}};
 }
 
+std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, const std::vector<Tensor>& params) {
+  if (c.optimizer == "sgd")
+    return std::make_unique<optim::SGD>(params, optim::SGDOptions{.lr = c.lr, .momentum = c.momentum,
+                                                                  .weight_decay = std::max(c.weight_decay, 0.0)});
+  if (c.optimizer == "adam")
+    return std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = c.lr, .weight_decay = std::max(c.weight_decay, 0.0)});
+  if (c.optimizer == "adamw")
+    return std::make_unique<optim::AdamW>(
+        params, optim::AdamWOptions{.lr = c.lr, .weight_decay = c.weight_decay < 0 ? 1e-2 : c.weight_decay});
+  throw Error(detail::cat("unknown optimizer '", c.optimizer, "': expected sgd, adam or adamw"));
+}
+
+void check_resumable(const Checkpoint& ck, const TrainConfig& c, const std::string& path) {
+  const RunState& saved = ck.state;
+  const nlohmann::json run = to_json(c);
+  for (const char* key : {"model", "optimizer", "batch", "seed", "limit", "precision"})
+    MIXTAPE_CHECK(!saved.config.contains(key) || saved.config[key] == run[key], "--resume ", path,
+                  ": the checkpoint was made with ", key, "=", json_limits::brief(saved.config[key]), " but this run has ",
+                  key, "=", run[key].dump(), "; resuming exactly needs the same value");
+  MIXTAPE_CHECK(saved.epoch < c.epochs, "--resume ", path, ": the checkpoint has already completed ", saved.epoch,
+                " epoch(s); ask for more with --epochs N (N > ", saved.epoch, ")");
+}
+
 TrainResult train(const TrainConfig& c, std::ostream& log) {
   MIXTAPE_CHECK(c.epochs >= 1, "--epochs must be at least 1, got ", c.epochs);
   MIXTAPE_CHECK(c.batch >= 1, "--batch must be at least 1, got ", c.batch);
@@ -191,12 +202,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   if (!c.resume_path.empty()) {
     const Checkpoint ck = read_checkpoint(c.resume_path);
     const RunState& saved = ck.state;
-    for (const char* key : {"model", "optimizer", "batch", "seed", "limit", "precision"})
-      MIXTAPE_CHECK(!saved.config.contains(key) || saved.config[key] == state.config[key], "--resume ", c.resume_path,
-                    ": the checkpoint was made with ", key, "=", json_limits::brief(saved.config[key]), " but this run has ",
-                    key, "=", state.config[key].dump(), "; resuming exactly needs the same value");
-    MIXTAPE_CHECK(saved.epoch < c.epochs, "--resume ", c.resume_path, ": the checkpoint has already completed ",
-                  saved.epoch, " epoch(s); ask for more with --epochs N (N > ", saved.epoch, ")");
+    check_resumable(ck, c, c.resume_path);
     apply_checkpoint(ck, *model, *opt);
     if (!ck.scaler_state.empty()) scaler.load_state_dict(ck.scaler_state);
     state.epoch = saved.epoch;

@@ -2,13 +2,24 @@
 // The training run behind `mixtape train`: data, model, optimizer, loop, evaluation, logs and checkpoints.
 #include <cstdint>
 #include <iosfwd>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "core/dtype.h"
 
+namespace mixtape {
+class Tensor;
+namespace optim {
+class Optimizer;
+}
+}  // namespace mixtape
+
 namespace mixtape::app {
+
+struct Checkpoint;
 
 /// Everything that defines a run (the CLI flags).
 struct TrainConfig {
@@ -57,6 +68,14 @@ DType precision_dtype(const std::string& precision);
 /// steps later than on the CPU. (With fp16, GradScaler::step() still reads its inf/NaN flag every step: the
 /// skip decision needs it.)
 inline constexpr int64_t kDeviceLossReadInterval = 50;
+
+/// The optimizer a run's --optimizer, --lr, --momentum and --weight-decay name, over `params`; throws for an
+/// unknown name.
+std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& config, const std::vector<Tensor>& params);
+
+/// The checks `--resume` makes before applying a checkpoint to the run `config` describes: the same model,
+/// optimizer, batch, seed, limit and precision, and epochs left to run. Throws an Error naming `path` otherwise.
+void check_resumable(const Checkpoint& checkpoint, const TrainConfig& config, const std::string& path);
 
 /// Runs training as configured; progress and per-epoch lines go to `log` (stderr in the CLI).
 TrainResult train(const TrainConfig& config, std::ostream& log);
