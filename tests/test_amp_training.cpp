@@ -28,7 +28,7 @@ app::TrainResult run(app::TrainConfig c, const std::string& precision) {
 
 }  // namespace
 
-TEST_CASE("fp16 and bf16 training reach float32's test accuracy within 0.5 points", "[amp][train]") {
+TEST_CASE("fp16 and bf16 training reach float32's test accuracy within 0.5 points", "[amp][train][accuracy]") {
   if (!have_fashion_mnist()) {
     WARN("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): skipping");
     return;
