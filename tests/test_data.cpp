@@ -30,10 +30,12 @@
 #include "data/dataset.h"
 #include "data/idx.h"
 #include "data/loader.h"
+#include "test_util.h"
 
 using namespace mixtape;
 using namespace mixtape::data;
 using Catch::Matchers::Contains;
+using mixtape::testing::error_of;
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
 
@@ -124,18 +126,6 @@ Bytes noise_bytes(size_t n, uint32_t seed) {
     b = static_cast<uint8_t>(x >> 24);
   }
   return out;
-}
-
-// The message of the mixtape::Error thrown by f ("" and a failed check when none is thrown).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL_CHECK("expected a mixtape::Error");
-  return "";
 }
 
 // A data set whose row i holds i + k/8 in element k, and label i (so each batch row identifies its sample).

@@ -26,9 +26,11 @@
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
+#include "test_util.h"
 
 using namespace mixtape;
 using Catch::Matchers::Contains;
+using mixtape::testing::error_of;
 using json = nlohmann::json;
 
 namespace {
@@ -114,15 +116,6 @@ bool bit_equal(const std::map<std::string, Tensor>& a, const std::map<std::strin
     if (it == b.end() || !bit_equal(t, it->second)) return false;
   }
   return true;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no mixtape::Error thrown)";
 }
 
 /// An optimizer as a reference case describes it (options named like mixtape's option structs).

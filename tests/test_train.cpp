@@ -13,27 +13,15 @@
 #include "core/safetensors.h"
 #include "data/dataset.h"
 #include "fashion_mnist_available.h"
+#include "test_util.h"
 
 using namespace mixtape;
 using mixtape::testing::have_fashion_mnist;
 using Catch::Matchers::Contains;
+using mixtape::testing::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("mixtape_train_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 app::TrainConfig small_config() {
   app::TrainConfig c;

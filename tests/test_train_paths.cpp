@@ -20,29 +20,15 @@
 #include "apps/trainer.h"
 #include "core/error.h"
 #include "data/idx.h"
+#include "test_util.h"
 
 using namespace mixtape;
 using Catch::Matchers::Contains;
+using mixtape::testing::error_of;
+using mixtape::testing::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory, removed with its contents (permissions restored first) at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("mixtape_train_paths_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, ec);
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -77,17 +63,6 @@ app::TrainConfig tiny_config(const TempDir& dir) {
   c.epochs = 1;
   c.progress = false;
   return c;
-}
-
-// The mixtape::Error message of f ("no error" when none is thrown).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 // The id of a process that has exited and been reaped (kill(pid, 0) fails with ESRCH).
