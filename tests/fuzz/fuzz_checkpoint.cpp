@@ -103,14 +103,7 @@ void resume(const app::Checkpoint& ck) {
   default_generator().set_state(ck.state.rng_seed, ck.state.rng_offset);
 
   // One step of the resumed run (a non-finite loss is the trainer's clean error, not a crash).
-  const Tensor x = from_vector<float>({0.5f, -1.f, 2.f, 0.25f, -0.5f, 1.f, 0.f, 3.f}, Shape{2, 4});
-  const Tensor y = from_vector<int64_t>({1, 0}, Shape{2});
-  Tensor loss;
-  {
-    std::optional<amp::Autocast> autocast;
-    if (lower != DType::f32) autocast.emplace(Device::cpu(), lower);
-    loss = cross_entropy(model->forward(x), y);
-  }
+  const Tensor loss = fuzz::mini_mlp_loss(*model, lower);
   opt->zero_grad();
   backward(scaler.scale(loss));
   try {

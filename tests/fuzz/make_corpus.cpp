@@ -167,14 +167,7 @@ void make_checkpoints(const fs::path& dir) {
     std::unique_ptr<optim::Optimizer> opt = app::make_optimizer(c, model->parameters());
     const DType lower = app::precision_dtype(c.precision);
     amp::GradScaler scaler(*opt, amp::GradScalerOptions{.enabled = lower == DType::f16, .max_consecutive_skips = 100});
-    const Tensor x = from_vector<float>({0.5f, -1.f, 2.f, 0.25f, -0.5f, 1.f, 0.f, 3.f}, Shape{2, 4});
-    const Tensor y = from_vector<int64_t>({1, 0}, Shape{2});
-    Tensor loss;
-    {
-      std::optional<amp::Autocast> ac;
-      if (lower != DType::f32) ac.emplace(Device::cpu(), lower);
-      loss = cross_entropy(model->forward(x), y);
-    }
+    const Tensor loss = fuzz::mini_mlp_loss(*model, lower);
     opt->zero_grad();
     backward(scaler.scale(loss));
     scaler.step();
