@@ -157,8 +157,9 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, const std
   throw Error(detail::cat("unknown optimizer '", c.optimizer, "': expected sgd, adam or adamw"));
 }
 
-void check_resumable(const Checkpoint& ck, const TrainConfig& c, const std::string& path) {
+void check_resumable(const Checkpoint& ck, const TrainConfig& c) {
   const RunState& saved = ck.state;
+  const std::string& path = ck.path;
   const nlohmann::json run = to_json(c);
   for (const char* key : {"model", "optimizer", "batch", "seed", "limit", "precision"})
     MIXTAPE_CHECK(!saved.config.contains(key) || saved.config[key] == run[key], "--resume ", path,
@@ -202,7 +203,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   if (!c.resume_path.empty()) {
     const Checkpoint ck = read_checkpoint(c.resume_path);
     const RunState& saved = ck.state;
-    check_resumable(ck, c, c.resume_path);
+    check_resumable(ck, c);
     apply_checkpoint(ck, *model, *opt);
     if (!ck.scaler_state.empty()) scaler.load_state_dict(ck.scaler_state);
     state.epoch = saved.epoch;

@@ -74,8 +74,9 @@ inline constexpr int64_t kDeviceLossReadInterval = 50;
 std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& config, const std::vector<Tensor>& params);
 
 /// The checks `--resume` makes before applying a checkpoint to the run `config` describes: the same model,
-/// optimizer, batch, seed, limit and precision, and epochs left to run. Throws an Error naming `path` otherwise.
-void check_resumable(const Checkpoint& checkpoint, const TrainConfig& config, const std::string& path);
+/// optimizer, batch, seed, limit and precision, and epochs left to run. Throws an Error naming the checkpoint's
+/// path otherwise.
+void check_resumable(const Checkpoint& checkpoint, const TrainConfig& config);
 
 /// Runs training as configured; progress and per-epoch lines go to `log` (stderr in the CLI).
 TrainResult train(const TrainConfig& config, std::ostream& log);

@@ -77,7 +77,7 @@ void resume(const app::Checkpoint& ck) {
   app::TrainConfig c = config_from(ck.state.config);
   c.epochs = 100000;  // the most --epochs allows
   try {
-    app::check_resumable(ck, c, "input.safetensors");  // the trainer's checks, with the trainer's messages
+    app::check_resumable(ck, c);  // the trainer's checks, with the trainer's messages
   } catch (const Error&) {
     return;
   }
