@@ -86,6 +86,9 @@ struct Stack {
   char* lo = nullptr;  // mapping start (guard page)
   size_t bytes = 0;
   void* tsan_fiber = nullptr;  // TSan builds: the fiber this stack runs as
+  /// The fiber on this stack waiting (in BlockRunner::finish) for its next emulated thread; nullptr: none yet.
+  bctx::fcontext_t idle = nullptr;
+  void* asan_fake = nullptr;  // ASan builds: the fake stack of the idle fiber
   void* top() const { return lo + bytes; }
   size_t usable() const { return bytes - static_cast<size_t>(::sysconf(_SC_PAGESIZE)); }
   const void* bottom() const { return lo + (bytes - usable()); }
@@ -114,13 +117,20 @@ inline void after_switch([[maybe_unused]] void* fake, [[maybe_unused]] const voi
 }
 
 /// Stacks are mapped once and reused: a thread that exits without waiting returns its stack at once, so a
-/// barrier-free kernel runs all its threads on one stack.
+/// barrier-free kernel runs all its threads on one stack. The fiber on a stack is reused too: it runs one emulated
+/// thread after another at the same depth, so nothing piles up in TSan's shadow call stack of the fiber. (A fresh
+/// context per thread left two frames there each time, fiber_entry's and finish's, never exited; that stack holds
+/// 64 Ki entries, one training step runs far more emulated threads, and `mixtape train --device cuda` hung in
+/// TSan's runtime.)
 class StackPool {
  public:
   Stack get() {
     if (!free_.empty()) {
       Stack s = free_.back();
       free_.pop_back();
+#ifdef MIXTAPE_EMU_TSAN
+      if (!s.tsan_fiber) s.tsan_fiber = __tsan_create_fiber(0);
+#endif
       return s;
     }
     const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
@@ -139,6 +149,20 @@ class StackPool {
   }
   void put(Stack s) {
     if (s.lo) free_.push_back(s);
+  }
+  /// TSan builds, when a grid has run: the fibers end with it (every stack is back in the pool then). TSan counts
+  /// each live fiber as a running thread, so a fork after device work would be a multithreaded fork, after which
+  /// TSan ignores the forking thread's synchronisation and reports races between it and the fibers in the child.
+  void end_fibers() {
+#ifdef MIXTAPE_EMU_TSAN
+    for (Stack& s : free_)
+      if (s.tsan_fiber) {
+        __tsan_destroy_fiber(s.tsan_fiber);
+        s.tsan_fiber = nullptr;
+        s.idle = nullptr;  // its shadow call stack went with the fiber: the next thread starts a new context
+        s.asan_fake = nullptr;
+      }
+#endif
   }
 
  private:
@@ -321,18 +345,24 @@ class BlockRunner {
     throw KernelExit{};
   }
 
-  /// Called on the thread's own stack when its kernel function returns.
-  [[noreturn]] void finish() {
-    threads_[cur_].st = St::done;
-    before_switch(nullptr, sched_bottom_, sched_size_, sched_tsan_);
-    bctx::jump_fcontext(sched_, nullptr);
-    __builtin_unreachable();
+  /// Called on the thread's own stack when its kernel function has returned: back to the scheduler, which keeps
+  /// the stack and this fiber for a later thread; returns when that thread starts.
+  void finish() {
+    EmuThread& e = threads_[cur_];
+    e.st = St::done;
+    const bctx::fcontext_t to = sched_;
+    before_switch(&e.stack.asan_fake, sched_bottom_, sched_size_, sched_tsan_);
+    const bctx::transfer_t t = bctx::jump_fcontext(to, nullptr);
+    after_switch(threads_[cur_].stack.asan_fake, &sched_bottom_, &sched_size_);  // threads_ may have moved
+    sched_ = t.fctx;
   }
 
   /// On a thread's stack, right after the switch that started it: learns the scheduler's stack.
   void arrived_first_time() { after_switch(nullptr, &sched_bottom_, &sched_size_); }
 
   Grid& grid() { return *g_; }
+  /// After the last block of a grid.
+  void end_grid() { stacks_.end_fibers(); }
   bctx::fcontext_t sched_ = nullptr;
   const void* sched_bottom_ = nullptr;  // sanitizer builds: the scheduler's stack
   size_t sched_size_ = 0;
@@ -354,20 +384,24 @@ class BlockRunner {
     sched_tsan_ = __tsan_get_current_fiber();
 #endif
     void* fake = nullptr;
+    // Nothing of ours runs between before_switch and the jump: TSan counts it as the fiber's already.
     if (e.st == St::fresh) {
       e.stack = stacks_.get();
-      e.fc = bctx::make_fcontext(e.stack.top(), e.stack.usable(), &fiber_entry);
       e.st = St::running;
+      const bctx::fcontext_t to =
+          e.stack.idle ? e.stack.idle : bctx::make_fcontext(e.stack.top(), e.stack.usable(), &fiber_entry);
       before_switch(&fake, e.stack.bottom(), e.stack.usable(), e.stack.tsan_fiber);
-      r = bctx::jump_fcontext(e.fc, this);
+      r = bctx::jump_fcontext(to, this);
     } else {
       e.st = St::running;
+      const bctx::fcontext_t to = e.fc;
       before_switch(&fake, e.stack.bottom(), e.stack.usable(), e.stack.tsan_fiber);
-      r = bctx::jump_fcontext(e.fc, nullptr);
+      r = bctx::jump_fcontext(to, nullptr);
     }
     after_switch(fake, nullptr, nullptr);
     g_ids = nullptr;
     if (e.st == St::done) {
+      e.stack.idle = r.fctx;  // the fiber waits in finish() for the stack's next thread
       stacks_.put(e.stack);
       e.stack = {};
       e.fc = nullptr;
@@ -378,8 +412,9 @@ class BlockRunner {
 
   void yield() {
     EmuThread& e = threads_[cur_];
+    const bctx::fcontext_t to = sched_;
     before_switch(&e.asan_fake, sched_bottom_, sched_size_, sched_tsan_);
-    const bctx::transfer_t t = bctx::jump_fcontext(sched_, nullptr);
+    const bctx::transfer_t t = bctx::jump_fcontext(to, nullptr);
     after_switch(threads_[cur_].asan_fake, &sched_bottom_, &sched_size_);
     sched_ = t.fctx;
   }
@@ -388,6 +423,10 @@ class BlockRunner {
   bool abandon() {
     for (EmuThread& e : threads_)
       if (e.stack.lo) {
+        // Its fiber is in the middle of the kernel: the stack starts over with a new context (and, in TSan
+        // builds, a new fiber: see end_grid).
+        e.stack.idle = nullptr;
+        e.stack.asan_fake = nullptr;
         stacks_.put(e.stack);
         e.stack = {};
       }
@@ -564,15 +603,17 @@ void fiber_entry(bctx::transfer_t t) {
   auto* r = static_cast<BlockRunner*>(t.data);
   r->arrived_first_time();
   r->sched_ = t.fctx;
-  Grid& g = r->grid();
-  try {
-    g.run(g.pack);
-  } catch (const KernelExit&) {
-    // a fault, recorded
-  } catch (...) {
-    r->record_fault("a C++ exception escaped the kernel", g.site.file, g.site.line);
+  for (;;) {  // one emulated thread after another (see StackPool)
+    Grid& g = r->grid();
+    try {
+      g.run(g.pack);
+    } catch (const KernelExit&) {
+      // a fault, recorded
+    } catch (...) {
+      r->record_fault("a C++ exception escaped the kernel", g.site.file, g.site.line);
+    }
+    r->finish();  // outside the handlers: every exception is destroyed before the stack is left
   }
-  r->finish();  // outside the handlers: every exception is destroyed before the stack is left
 }
 
 /// The permutation of [0, n) the schedule gives (seeded by the launch number for shuffles).
@@ -606,6 +647,7 @@ void execute(Grid& g) {
     if (sched == Schedule::shuffle && (i & 7) == 0) thread_order = order_of(threads, sched, rng);
     if (!r.run_block(g, bid, thread_order)) break;
   }
+  r.end_grid();
   if (g.failed)
     fail_device(g.failure_code, "kernel " + std::string(g.site.name) + " launched at " + site_text(g.site.file, g.site.line) +
                                     ": " + g.failure);
