@@ -1,4 +1,5 @@
-// CPU GEMM through Eigen. f16/bf16 operands are widened to float (F16C/AVX2 where the CPU has them), accumulated
+// CPU GEMM: oneDNN when core/cpu_kernels.h's choice and oneDNN accept the product (core/cpu/cpu_onednn.cpp), else
+// Eigen. On the Eigen path, f16/bf16 operands are widened to float (F16C/AVX2 where the CPU has them), accumulated
 // in float, and the output is rounded once (what tensor cores do); f32 and f64 map the buffers directly.
 // Float products use Eigen built for AVX2 + FMA (core/cpu/cpu_simd_gemm.cpp) when the CPU has them.
 // Large products are split across cpu_threads() (core/cpu_threads.h) by blocks of output rows (or columns): each block is
@@ -14,6 +15,7 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_gemm.h"
+#include "core/cpu/cpu_onednn.h"
 #include "core/cpu/cpu_simd.h"
 #include "core/cpu_threads.h"
 #include "core/functors.h"
@@ -196,6 +198,8 @@ void CpuBackend::gemm(const GemmArgs& g) {
       T* ps = static_cast<T*>(g.a_sums.raw_data());
       for (int64_t i = 0; i < g.m; ++i) ps[i] = store<T>(sums[static_cast<size_t>(i)]);
     }
+    if (onednn_gemm(g)) return;
+    set_last_gemm_impl(!std::is_same_v<T, double> && simd_avx2_f16c() ? "eigen+avx2" : "eigen");
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
       for (int64_t i = 0; i < g.batch; ++i) {
         gemm_packed<T>(pa + i * g.stride_a, pb + i * g.stride_b, pc + i * g.stride_out, g,
