@@ -25,6 +25,7 @@
 #include "autograd/tape.h"
 #include "core/allocator.h"
 #include "core/backend.h"
+#include "core/cpu_kernels.h"
 #include "core/cpu_threads.h"
 #include "core/kernels.h"
 #include "core/tensor.h"
@@ -179,8 +180,10 @@ json bench_gemm(const GemmShape& s, DType dtype, Device device, const BenchOptio
     } while (sec < o.gemm_seconds);
     rates.push_back(flop * static_cast<double>(iters) / sec * 1e-9);
   }
-  return {{"m", s.m}, {"n", s.n}, {"k", s.k}, {"dtype", dtype_name(dtype)}, {"gflops", median(rates)},
-          {"repeat_gflops", rates}};
+  json r = {{"m", s.m}, {"n", s.n}, {"k", s.k}, {"dtype", dtype_name(dtype)}, {"gflops", median(rates)},
+            {"repeat_gflops", rates}};
+  if (device.type == Device::Type::cpu) r["impl"] = last_cpu_gemm_impl();  // oneDNN's name for it, or eigen
+  return r;
 }
 
 /// "a" with single quotes for sh.
@@ -287,6 +290,7 @@ json run_bench(const BenchOptions& o, std::ostream& log) {
   for (const auto& s : o.gemm_shapes) parse_gemm_shape(s);  // fail before measuring anything
   for (const auto& p : o.precisions) precision_dtype(p);
   for (const auto& m : o.models) make_model(m);
+  if (!o.cpu_kernels.empty()) set_cpu_kernels(parse_cpu_kernels(o.cpu_kernels));
   const Device device = bench_device(o.device);
   const int threads = restrict_to_cpus(o.threads);
   set_cpu_threads(threads);  // the CPU GEMM splits its work into this many blocks
@@ -294,7 +298,8 @@ json run_bench(const BenchOptions& o, std::ostream& log) {
 
   json machine = {{"cpu", f.model},         {"avx2", f.avx2},       {"fma", f.fma},
                   {"f16c", f.f16c},         {"avx512f", f.avx512f}, {"avx512_bf16", f.avx512_bf16},
-                  {"hardware_threads", std::thread::hardware_concurrency()}};
+                  {"hardware_threads", std::thread::hardware_concurrency()},
+                  {"cpu_kernels", cpu_kernels_name(cpu_kernels())}, {"onednn", onednn_description()}};
   if (device.type == Device::Type::cpu) {
     log << "bench: measuring the FMA peak on " << threads << " thread(s)\n" << std::flush;
     const PeakRates p = measure_peak(threads, o.quick ? 0.05 : 0.5);
@@ -357,6 +362,8 @@ std::string bench_table(const json& r) {
          << " hardware threads; AVX2 " << yn("avx2") << ", FMA " << yn("fma") << ", F16C " << yn("f16c") << ", AVX-512F "
          << yn("avx512f") << ", AVX512-BF16 " << yn("avx512_bf16") << ")";
     }
+    if (m.contains("cpu_kernels"))
+      os << "\ncpu kernels: " << m.value("cpu_kernels", std::string("?")) << " (" << m.value("onednn", std::string()) << ")";
     if (m.contains("f32_peak_gflops")) {
       os << "\npeak: float32 FMA " << fmt(m["f32_peak_gflops"], 1) << " GFLOP/s measured (" << m.value("peak_vector_bits", 0)
          << "-bit, " << r.value("threads", 0) << " thread(s)); bf16: ";
@@ -391,7 +398,7 @@ std::string bench_table(const json& r) {
   if (r.contains("gemm") && !r["gemm"].empty()) {
     os << "\nGEMM C = A B (row-major), median GFLOP/s\n"
        << std::setw(6) << "m" << std::setw(6) << "n" << std::setw(6) << "k" << "  " << std::left << std::setw(6) << "dtype"
-       << std::right << std::setw(10) << "GFLOP/s" << std::setw(12) << "of f32 peak" << "\n";
+       << std::right << std::setw(10) << "GFLOP/s" << std::setw(12) << "of f32 peak" << "  implementation\n";
     for (const json& g : r["gemm"]) {
       os << std::setw(6) << g.value("m", 0) << std::setw(6) << g.value("n", 0) << std::setw(6) << g.value("k", 0) << "  "
          << std::left << std::setw(6) << g.value("dtype", std::string()) << std::right;
@@ -400,7 +407,8 @@ std::string bench_table(const json& r) {
         continue;
       }
       const json frac = g.contains("f32_peak_fraction") ? json(100.0 * g["f32_peak_fraction"].get<double>()) : json();
-      os << std::setw(10) << fmt(g["gflops"], 1) << std::setw(12) << fmt(frac, 0, "%") << "\n";
+      os << std::setw(10) << fmt(g["gflops"], 1) << std::setw(12) << fmt(frac, 0, "%") << "  "
+         << g.value("impl", std::string()) << "\n";
     }
   }
   return os.str();
@@ -492,6 +500,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       "Example: mixtape bench --models mlp --batches 128 --vs-pytorch\n");
   cmd->add_option("--device", o.device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--threads", o.threads, "CPUs to run on (0: all)")->capture_default_str()->check(CLI::Range(0, 4096));
+  cmd->add_option("--cpu-kernels", o.cpu_kernels,
+                  "CPU matrix products on auto (oneDNN where it pays on this CPU), onednn or eigen "
+                  "(default: MIXTAPE_CPU_KERNELS, else auto)")
+      ->check(CLI::IsMember({"auto", "onednn", "eigen"}));
   std::string models;
   for (const auto& m : model_names()) models += (models.empty() ? "" : ", ") + m;
   cmd->add_option("--models", o.models, "Comma-separated models (" + models + ")")->delimiter(',')->capture_default_str();

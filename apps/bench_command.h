@@ -36,6 +36,7 @@ struct BenchOptions {
   bool vs_pytorch = false;    ///< also run bench/torch_reference.py and print ratios
   std::string python;         ///< interpreter for --vs-pytorch (empty: /usr/bin/python3 when present, else python3)
   std::string torch_script;   ///< path of torch_reference.py (empty: the one in the source tree)
+  std::string cpu_kernels;    ///< auto, onednn or eigen (core/cpu_kernels.h); empty: MIXTAPE_CPU_KERNELS, else auto
 };
 
 /// Parses "MxNxK" (e.g. "128x1024x1024"); throws mixtape::Error naming the text otherwise.
