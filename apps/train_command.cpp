@@ -32,6 +32,13 @@ void add_run_options(CLI::App* cmd, TrainConfig& c) {
   cmd->add_option("--test-limit", c.test_limit, "Use only the first N test samples")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   cmd->add_flag("!--no-progress", c.progress, "Do not report progress on stderr");
+  cmd->add_option("--threads", c.threads,
+                  "CPU threads for the CPU kernels (default: OMP_NUM_THREADS, else the CPUs this process may run on)")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--cpu-kernels", c.cpu_kernels,
+                  "CPU matrix products on auto (oneDNN where it pays on this CPU), onednn or eigen "
+                  "(default: MIXTAPE_CPU_KERNELS, else auto)")
+      ->check(CLI::IsMember({"auto", "onednn", "eigen"}));
 }
 
 CLI::App* add_train_command(CLI::App& app, TrainConfig& c, bool& json) {

@@ -21,6 +21,8 @@
 #include "apps/models.h"
 #include "autograd/ops.h"
 #include "core/backend.h"
+#include "core/cpu_kernels.h"
+#include "core/cpu_threads.h"
 #include "core/gemm_settings.h"
 #include "core/json_limits.h"
 #include "core/kernels.h"
@@ -181,6 +183,8 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   if (!c.save_path.empty()) remove_stale_temporaries(c.save_path, log);
   const Device device = resolve_device(c.device);
   set_allow_tf32(c.tf32);  // process-wide, like torch.backends.cuda.matmul.allow_tf32; off unless asked for
+  if (c.threads > 0) set_cpu_threads(c.threads);
+  if (!c.cpu_kernels.empty()) set_cpu_kernels(parse_cpu_kernels(c.cpu_kernels));
   const DType lower = precision_dtype(c.precision);
   const bool use_amp = lower != DType::f32;
   MIXTAPE_CHECK(c.loss_scale == "auto" || c.loss_scale == "on" || c.loss_scale == "off",

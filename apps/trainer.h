@@ -43,6 +43,8 @@ struct TrainConfig {
   std::string save_path;          ///< checkpoint written after every epoch
   std::string resume_path;        ///< checkpoint to continue from
   bool progress = true;           ///< progress on stderr
+  int threads = 0;                ///< CPU threads for the CPU kernels (0: the default, see core/cpu_threads.h)
+  std::string cpu_kernels;        ///< auto, onednn or eigen (core/cpu_kernels.h); empty: MIXTAPE_CPU_KERNELS/auto
 };
 
 /// What a run measured (the --json fields).

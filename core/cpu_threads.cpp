@@ -1,25 +1,56 @@
-// The CPU backend's thread count: an atomic override of the hardware thread count.
+// The CPU backend's thread count: an atomic override of the default, which is OMP_NUM_THREADS when set (the usual
+// way to size a process's threads), else the CPUs this process may run on (its affinity mask: taskset, a
+// container's CPU limit), else the hardware threads.
 #include "core/cpu_threads.h"
+
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <thread>
 
 namespace mixtape {
 
 namespace {
 constexpr int kMaxThreads = 64;
-std::atomic<int> g_threads{0};  // 0: the hardware default
+std::atomic<int> g_threads{0};  // 0: the default
 
-int hardware_threads() {
-  static const int n = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, kMaxThreads);
+int affinity_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+  return CPU_COUNT(&set);
+}
+
+int default_threads() {
+  static const int n = [] {
+    int v = omp_num_threads_value(std::getenv("OMP_NUM_THREADS"));
+    if (v <= 0) v = affinity_cpus();
+    if (v <= 0) v = static_cast<int>(std::thread::hardware_concurrency());
+    return std::clamp(v, 1, kMaxThreads);
+  }();
   return n;
 }
 }  // namespace
 
+int omp_num_threads_value(const char* text) {
+  if (!text) return 0;
+  int v = 0;
+  const char* p = text;
+  while (*p == ' ') ++p;
+  if (*p < '0' || *p > '9') return 0;
+  for (; *p >= '0' && *p <= '9'; ++p) {
+    v = v * 10 + (*p - '0');
+    if (v > 1 << 20) return 0;
+  }
+  while (*p == ' ') ++p;
+  return *p == '\0' || *p == ',' ? v : 0;  // "4" or "4,2" (the outermost level)
+}
+
 int cpu_threads() {
   const int n = g_threads.load(std::memory_order_relaxed);
-  return n > 0 ? n : hardware_threads();
+  return n > 0 ? n : default_threads();
 }
 
 void set_cpu_threads(int n) { g_threads.store(n <= 0 ? 0 : std::min(n, kMaxThreads), std::memory_order_relaxed); }

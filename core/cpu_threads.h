@@ -4,10 +4,15 @@
 
 namespace mixtape {
 
-/// The number of threads CPU kernels use: the value set by set_cpu_threads, else the hardware threads (1 to 64).
+/// The number of threads CPU kernels use (1 to 64): the value set by set_cpu_threads, else OMP_NUM_THREADS (its
+/// first value), else the CPUs this process may run on (its affinity mask), else the hardware threads.
 int cpu_threads();
 
-/// Sets the CPU kernels' thread count (clamped to 1..64); 0 restores the default (the hardware threads).
+/// Sets the CPU kernels' thread count (clamped to 1..64); 0 restores the default.
 void set_cpu_threads(int n);
+
+/// The thread count OMP_NUM_THREADS's text gives ("4", or "4,2" for nested levels: 4); 0 when it is absent or
+/// not a positive whole number.
+int omp_num_threads_value(const char* text);
 
 }  // namespace mixtape

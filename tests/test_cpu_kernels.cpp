@@ -3,7 +3,11 @@
 // operand, bias/ReLU/GELU epilogues, alpha and beta), with float32 accumulation's bound and one rounding.
 #include <catch2/catch.hpp>
 
+#include <sched.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -176,5 +180,25 @@ TEST_CASE("cpu gemm: the oneDNN path gives the same bits run to run at each thre
     }
     CHECK(runs[0] == runs[1]);
     CHECK(runs[0] == runs[2]);
+  }
+}
+
+TEST_CASE("cpu threads: OMP_NUM_THREADS's value, else the CPUs this process may run on", "[cpu_kernels][threads]") {
+  CHECK(omp_num_threads_value("4") == 4);
+  CHECK(omp_num_threads_value(" 3 ") == 3);
+  CHECK(omp_num_threads_value("4,2") == 4);
+  CHECK(omp_num_threads_value(nullptr) == 0);
+  for (const char* bad : {"", "0", "-2", "four", "2x", "99999999999"}) {
+    INFO(bad);
+    CHECK(omp_num_threads_value(bad) == 0);
+  }
+  set_cpu_threads(0);
+  if (const int omp = omp_num_threads_value(std::getenv("OMP_NUM_THREADS")); omp > 0) {
+    CHECK(cpu_threads() == std::min(omp, 64));
+  } else {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
+    CHECK(cpu_threads() == std::clamp(CPU_COUNT(&set), 1, 64));
   }
 }
