@@ -22,6 +22,7 @@
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "core/cpu_kernels.h"
+#include "core/cpu_threads.h"
 #include "core/cpu/cpu_simd.h"
 #include "core/error.h"
 #include "core/random.h"
@@ -84,7 +85,8 @@ void print_cpu_info() {
 #else
   std::cout << "  features      (not an x86 CPU: AVX/F16C detection not applicable)\n";
 #endif
-  std::cout << "  threads       " << std::thread::hardware_concurrency() << " hardware threads\n";
+  std::cout << "  threads       " << std::thread::hardware_concurrency() << " hardware threads; CPU kernels use "
+            << cpu_threads() << " (OMP_NUM_THREADS, else the CPUs this process may run on; --threads)\n";
   std::cout << "  oneDNN        " << onednn_description() << "\n";
   std::cout << "  matmul        " << cpu_kernels_name(cpu_kernels())
             << " (MIXTAPE_CPU_KERNELS=auto|onednn|eigen; auto: oneDNN for f32 on AVX-512 and bf16 with AVX512-BF16)\n";
