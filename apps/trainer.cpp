@@ -237,7 +237,10 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   r.batch = c.batch;
   empty_cache(device);  // blocks cached by an earlier run in this process (compare) do not count as this run's
   reset_peak_memory(device);
-  if (c.amp_report) amp::reset_stats();
+  if (c.amp_report) {
+    amp::reset_stats();
+    reset_cpu_gemm_impl_counts();
+  }
   double train_seconds = 0;
   int64_t run_steps = 0, run_samples = 0;
   double loss_value = NAN;
@@ -324,7 +327,12 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   r.skipped_steps = scaler.skipped_steps();
   r.loss_scale = scaler.get_scale();
   r.precision = c.precision;
-  if (c.amp_report) r.amp_report = amp::report(run_steps);
+  if (c.amp_report) {
+    r.amp_report = amp::report(run_steps);
+    if (device.type == Device::Type::cpu)
+      r.amp_report += "CPU matrix products by implementation (" + std::string(cpu_kernels_name(cpu_kernels())) +
+                      "): " + cpu_gemm_impl_counts() + "\n";
+  }
   return r;
 }
 

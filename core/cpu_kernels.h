@@ -32,5 +32,10 @@ std::string onednn_description();
 /// The implementation of the last CPU matrix product on the calling thread: oneDNN's own name for it
 /// ("brg:avx512_core_bf16", "gemm:jit") or "eigen" (with "+avx2" when the AVX2 build ran); empty before any.
 std::string last_cpu_gemm_impl();
+/// How many CPU matrix products each implementation ran since the last reset, in this process
+/// ("brg:avx512_core_amx_bf16 x 120, eigen+avx2 x 4"; empty when none ran).
+std::string cpu_gemm_impl_counts();
+/// Forgets the counts of cpu_gemm_impl_counts.
+void reset_cpu_gemm_impl_counts();
 
 }  // namespace mixtape

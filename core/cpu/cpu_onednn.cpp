@@ -83,7 +83,28 @@ void set_cpu_kernels(CpuKernels k) { g_kernels.store(static_cast<int>(k), std::m
 
 std::string last_cpu_gemm_impl() { return t_last_impl; }
 
-void cpu::set_last_gemm_impl(const char* impl) { t_last_impl = impl; }
+namespace {
+std::mutex g_count_mu;
+std::map<std::string, int64_t> g_counts;  // implementation -> products run
+}  // namespace
+
+void cpu::set_last_gemm_impl(const char* impl) {
+  if (t_last_impl != impl) t_last_impl = impl;
+  std::lock_guard<std::mutex> lock(g_count_mu);
+  ++g_counts[t_last_impl];
+}
+
+std::string cpu_gemm_impl_counts() {
+  std::lock_guard<std::mutex> lock(g_count_mu);
+  std::string s;
+  for (const auto& [impl, n] : g_counts) s += (s.empty() ? "" : ", ") + impl + " x " + std::to_string(n);
+  return s;
+}
+
+void reset_cpu_gemm_impl_counts() {
+  std::lock_guard<std::mutex> lock(g_count_mu);
+  g_counts.clear();
+}
 
 #if MIXTAPE_HAVE_ONEDNN
 
