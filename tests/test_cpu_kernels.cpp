@@ -17,10 +17,13 @@
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/tensor.h"
+#include "gemm_reference.h"
 #include "rounding.h"
 
 using namespace mixtape;
 using mixtape::testing::acc_unit_roundoff;
+using mixtape::testing::epilogue_act;
+using mixtape::testing::random_tensor;
 using mixtape::testing::unit_roundoff;
 
 namespace {
@@ -31,22 +34,7 @@ struct KernelsGuard {
   ~KernelsGuard() { set_cpu_kernels(saved); }
 };
 
-Tensor random_tensor(const Shape& shape, DType dtype, std::mt19937& rng, std::vector<double>& values) {
-  std::uniform_real_distribution<double> d(-1.0, 1.0);
-  std::vector<double> v(static_cast<size_t>(shape.numel()));
-  for (double& x : v) x = d(rng);
-  Tensor t = from_vector(v, shape, dtype);
-  values = t.to_vector<double>();
-  return t;
-}
 
-double act(GemmEpilogue e, double x) {
-  switch (e) {
-    case GemmEpilogue::bias_relu: return x > 0 ? x : 0.0;
-    case GemmEpilogue::bias_gelu: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
-    default: return x;
-  }
-}
 
 bool is_eigen(const std::string& impl) { return impl.rfind("eigen", 0) == 0; }
 
@@ -131,7 +119,7 @@ TEST_CASE("cpu gemm: oneDNN and Eigen match float64 on f32 and bf16 products, ep
                     }
                     const size_t o = static_cast<size_t>(p * m * n + i * n + j);
                     const double pre = alpha * s + beta * vout[o] + (e != GemmEpilogue::none ? vbias[static_cast<size_t>(j)] : 0.0);
-                    const double want = act(e, pre);
+                    const double want = epilogue_act(e, pre);
                     // Float32 accumulation of k products plus the bias and beta terms (each step at most one
                     // float32 rounding of a partial sum bounded by the magnitudes), then one rounding to dt.
                     const double tol = unit_roundoff(dt) * std::fabs(want) +

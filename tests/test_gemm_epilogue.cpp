@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/tensor.h"
+#include "gemm_reference.h"
 #include "rounding.h"
 
 using namespace mixtape;
@@ -26,25 +27,11 @@ constexpr DType kTypes[] = {DType::f32, DType::f16, DType::bf16, DType::f64};
 constexpr GemmEpilogue kEpilogues[] = {GemmEpilogue::bias, GemmEpilogue::bias_relu, GemmEpilogue::bias_gelu};
 
 using mixtape::testing::acc_unit_roundoff;
+using mixtape::testing::epilogue_act;
+using mixtape::testing::random_tensor;
 using mixtape::testing::unit_roundoff;
 
-double act(GemmEpilogue e, double x) {
-  switch (e) {
-    case GemmEpilogue::bias_relu: return x > 0 ? x : 0.0;
-    case GemmEpilogue::bias_gelu: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
-    default: return x;
-  }
-}
 
-/// A random tensor of `dtype` and the float64 values it holds.
-Tensor random_tensor(const Shape& shape, DType dtype, std::mt19937& rng, std::vector<double>& values) {
-  std::uniform_real_distribution<double> d(-1.0, 1.0);
-  std::vector<double> v(static_cast<size_t>(shape.numel()));
-  for (double& x : v) x = d(rng);
-  Tensor t = from_vector(v, shape, dtype);
-  values = t.to_vector<double>();
-  return t;
-}
 
 /// op(a)[i, r] of a row-major buffer (a is (k, m) when trans).
 double op_at(const std::vector<double>& a, bool trans, int64_t m, int64_t k, int64_t i, int64_t r) {
@@ -99,7 +86,7 @@ TEST_CASE("gemm epilogue: bias, relu and gelu match a float64 reference for ever
                 mag += std::fabs(p);
               }
               const double pre = 1.5 * s + beta * vout[static_cast<size_t>(i * n + j)] + vbias[static_cast<size_t>(j)];
-              const double want = act(e, pre);
+              const double want = epilogue_act(e, pre);
               const double tol = unit_roundoff(dt) * std::fabs(want) +
                                  1.2 * (k + 3) * acc_unit_roundoff(dt) * (1.5 * mag + std::fabs(vout[static_cast<size_t>(i * n + j)]) + 1.0) +
                                  (dt == DType::f16 ? std::ldexp(1.0, -24) : 0.0);
