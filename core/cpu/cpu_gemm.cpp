@@ -190,8 +190,6 @@ void CpuBackend::gemm(const GemmArgs& g) {
     const T* pb = static_cast<const T*>(g.b.raw_data());
     T* pc = static_cast<T*>(g.out.raw_data());
     using A = std::conditional_t<std::is_same_v<T, double>, double, float>;  // accumulate type
-    const bool has_bias = g.epilogue != GemmEpilogue::none;
-    const std::vector<A> bias = has_bias ? widen_vector<A, T>(g.bias) : std::vector<A>();
     if (g.a_sums.defined()) {  // batch == 1 (checked by kernels::gemm)
       std::vector<A> sums(static_cast<size_t>(g.m));
       op_row_sums<A>(pa, g.trans_a, g.m, g.k, sums.data());
@@ -200,6 +198,8 @@ void CpuBackend::gemm(const GemmArgs& g) {
     }
     if (onednn_gemm(g)) return;
     set_last_gemm_impl(!std::is_same_v<T, double> && simd_avx2_f16c() ? "eigen+avx2" : "eigen");
+    const bool has_bias = g.epilogue != GemmEpilogue::none;
+    const std::vector<A> bias = has_bias ? widen_vector<A, T>(g.bias) : std::vector<A>();
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
       for (int64_t i = 0; i < g.batch; ++i) {
         gemm_packed<T>(pa + i * g.stride_a, pb + i * g.stride_b, pc + i * g.stride_out, g,
