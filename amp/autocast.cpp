@@ -91,6 +91,7 @@ Tensor persistent_cast(const Tensor& t, DType to, OpStats& st) {
       ++st.persistent_hits;
     } else {
       backend_for(t.device()).cast(t, c.buffer);
+      c.buffer.bump_version();  // rewritten in place
       ++st.casts;
       st.bytes_cast += static_cast<int64_t>(c.buffer.nbytes());
       c.version = t.version();

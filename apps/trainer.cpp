@@ -183,7 +183,20 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   if (!c.save_path.empty()) remove_stale_temporaries(c.save_path, log);
   const Device device = resolve_device(c.device);
   set_allow_tf32(c.tf32);  // process-wide, like torch.backends.cuda.matmul.allow_tf32; off unless asked for
-  if (c.threads > 0) set_cpu_threads(c.threads);
+  // The CPU kernels' thread count and implementation are process-wide: set for this run, restored after it.
+  struct CpuSettingsGuard {
+    int threads = cpu_threads();
+    CpuKernels kernels = cpu_kernels();
+    bool set_threads = false;
+    ~CpuSettingsGuard() {
+      set_cpu_kernels(kernels);
+      if (set_threads) set_cpu_threads(threads);
+    }
+  } cpu_settings;
+  if (c.threads > 0) {
+    set_cpu_threads(c.threads);
+    cpu_settings.set_threads = true;
+  }
   if (!c.cpu_kernels.empty()) set_cpu_kernels(parse_cpu_kernels(c.cpu_kernels));
   const DType lower = precision_dtype(c.precision);
   const bool use_amp = lower != DType::f32;
@@ -330,8 +343,8 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   if (c.amp_report) {
     r.amp_report = amp::report(run_steps);
     if (device.type == Device::Type::cpu)
-      r.amp_report += "CPU matrix products by implementation (" + std::string(cpu_kernels_name(cpu_kernels())) +
-                      "): " + cpu_gemm_impl_counts() + "\n";
+      r.amp_report += "CPU matrix products and convolutions by implementation (" +
+                      std::string(cpu_kernels_name(cpu_kernels())) + "): " + cpu_gemm_impl_counts() + "\n";
   }
   return r;
 }

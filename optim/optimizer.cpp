@@ -95,7 +95,10 @@ void Optimizer::for_each_update(
     const Tensor copy = amp::persistent_copy_to_refresh(params_[i]);
     update(i, params_[i], grads[i], copy);
     params_[i].bump_version();
-    if (copy.defined()) amp::persistent_copy_refreshed(params_[i], copy);
+    if (copy.defined()) {
+      copy.bump_version();  // rewritten in place too: caches keyed on its version (e.g. oneDNN's weight layouts) see it
+      amp::persistent_copy_refreshed(params_[i], copy);
+    }
   }
   ++step_count_;
 }

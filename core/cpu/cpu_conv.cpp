@@ -1,5 +1,6 @@
-// CPU conv2d (im2col + the threaded GEMM of cpu_gemm.h) and 2-D pooling, NCHW contiguous. f16/bf16 are widened to float, computed in
-// float and rounded once on store; f32 computes in float, f64 in double.
+// CPU conv2d and 2-D pooling, NCHW contiguous. Convolutions run on oneDNN where core/cpu_kernels.h chooses it
+// (cpu_onednn_conv.cpp), else on im2col + the threaded GEMM of cpu_gemm.h: f16/bf16 are widened to float, computed
+// in float and rounded once on store; f32 computes in float, f64 in double.
 #include <algorithm>
 #include <limits>
 #include <type_traits>
@@ -7,6 +8,7 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_gemm.h"
+#include "core/cpu/cpu_onednn.h"
 #include "core/cpu/cpu_simd.h"
 
 namespace mixtape::cpu {
@@ -116,6 +118,7 @@ int64_t chunk_samples(const ConvDims& d) {
 // widened first and each output is rounded once.
 
 void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& out, const Conv2dParams& p) {
+  if (onednn_conv2d(x, w, b, out, p)) return;
   dispatch_floating(x.dtype(), "conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using S = Acc<T>;
@@ -162,6 +165,7 @@ void gather_grad(const T* gy, int64_t n0, int64_t nb, const ConvDims& d, S* g, i
 }  // namespace
 
 void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const Tensor& gx, const Conv2dParams& p) {
+  if (onednn_conv2d_backward_data(gy, w, gx, p)) return;
   dispatch_floating(gy.dtype(), "conv2d backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using S = Acc<T>;
@@ -192,6 +196,7 @@ void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const T
 
 void CpuBackend::conv2d_backward_filter(const Tensor& gy, const Tensor& x, const Tensor& gw, const Tensor& gb,
                                         const Conv2dParams& p) {
+  if (onednn_conv2d_backward_filter(gy, x, gw, gb, p)) return;
   dispatch_floating(gy.dtype(), "conv2d backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using S = Acc<T>;
@@ -228,33 +233,64 @@ void CpuBackend::max_pool2d(const Tensor& x, const Tensor& out, const Tensor& in
     using T = typename decltype(tag)::type;
     using S = Acc<T>;
     const int64_t planes = x.size(0) * x.size(1), h = x.size(2), w = x.size(3), oh = out.size(2), ow = out.size(3);
-    const T* px = x.data<T>();
+    // Each output column's window [w0, w1) clipped to the input, once (rows are clipped per output row).
+    std::vector<int64_t> col_lo(static_cast<size_t>(ow)), col_hi(static_cast<size_t>(ow));
+    for (int64_t j = 0; j < ow; ++j) {
+      const int64_t w0 = j * p.stride_w - p.pad_w;
+      col_lo[static_cast<size_t>(j)] = std::max<int64_t>(w0, 0);
+      col_hi[static_cast<size_t>(j)] = std::min(w0 + p.kernel_w, w);
+    }
     T* po = out.data<T>();
     int64_t* pi = indices.data<int64_t>();
     for (int64_t q = 0; q < planes; ++q) {
-      const T* xp = px + q * h * w;
-      for (int64_t i = 0; i < oh; ++i)
+      const S* xp = as_compute<T, S>(x.data<T>() + q * h * w, h * w, 3);
+      if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0) {
+        // The common 2x2 window, same rules as below: candidates in row-major order, the first maximum wins, the
+        // first NaN wins.
+        for (int64_t i = 0; i < oh; ++i) {
+          const S* r0 = xp + 2 * i * w;
+          const S* r1 = r0 + w;
+          T* orow = po + (q * oh + i) * ow;
+          int64_t* irow = pi + (q * oh + i) * ow;
+          for (int64_t j = 0; j < ow; ++j) {
+            const S c[4] = {r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]};
+            const int64_t off[4] = {0, 1, w, w + 1};
+            S best = c[0];
+            int64_t arg = 0;
+            for (int t = 1; t < 4; ++t) {
+              const bool take = best == best && (c[t] > best || c[t] != c[t]);  // selects, no branch
+              best = take ? c[t] : best;
+              arg = take ? off[t] : arg;
+            }
+            orow[j] = store<T>(best);
+            irow[j] = 2 * i * w + 2 * j + arg;
+          }
+        }
+        continue;
+      }
+      for (int64_t i = 0; i < oh; ++i) {
+        const int64_t h0 = i * p.stride_h - p.pad_h;
+        const int64_t a0 = std::max<int64_t>(h0, 0), a1 = std::min(h0 + p.kernel_h, h);
         for (int64_t j = 0; j < ow; ++j) {
-          const int64_t h0 = i * p.stride_h - p.pad_h, w0 = j * p.stride_w - p.pad_w;
-          S best = -std::numeric_limits<S>::infinity();
-          int64_t arg = -1;
-          bool nan = false;
-          for (int64_t a = std::max<int64_t>(h0, 0); a < std::min(h0 + p.kernel_h, h) && !nan; ++a)
-            for (int64_t b = std::max<int64_t>(w0, 0); b < std::min(w0 + p.kernel_w, w); ++b) {
-              const S v = static_cast<S>(xp[a * w + b]);
-              if (arg < 0 || v > best || v != v) {  // NaN propagates, as PyTorch
+          const int64_t b0 = col_lo[static_cast<size_t>(j)], b1 = col_hi[static_cast<size_t>(j)];
+          // The first element of the window, then strictly greater ones (the first maximum wins); a NaN
+          // propagates and ends the search, as PyTorch.
+          int64_t arg = a0 * w + b0;
+          S best = xp[arg];
+          for (int64_t a = a0; a < a1 && best == best; ++a)
+            for (int64_t b = (a == a0 ? b0 + 1 : b0); b < b1; ++b) {
+              const S v = xp[a * w + b];
+              if (v > best || v != v) {
                 best = v;
                 arg = a * w + b;
-                if (v != v) {
-                  nan = true;
-                  break;
-                }
+                if (v != v) break;
               }
             }
           const int64_t o = (q * oh + i) * ow + j;
           po[o] = store<T>(best);
           pi[o] = arg;
         }
+      }
     }
   });
 }

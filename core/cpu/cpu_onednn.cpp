@@ -9,6 +9,7 @@
 // scratchpad mode), so the memory counters see it. A primitive whose implementation is oneDNN's reference code
 // ("ref:...") is refused: Eigen is much faster than that. oneDNN runs on cpu_threads() OpenMP threads.
 #include "core/cpu/cpu_onednn.h"
+#include "core/cpu/cpu_onednn_detail.h"
 
 #include <atomic>
 #include <cstdlib>
@@ -88,10 +89,14 @@ std::mutex g_count_mu;
 std::map<std::string, int64_t> g_counts;  // implementation -> products run
 }  // namespace
 
+void cpu::count_impl(const std::string& impl) {
+  std::lock_guard<std::mutex> lock(g_count_mu);
+  ++g_counts[impl];
+}
+
 void cpu::set_last_gemm_impl(const char* impl) {
   if (t_last_impl != impl) t_last_impl = impl;
-  std::lock_guard<std::mutex> lock(g_count_mu);
-  ++g_counts[t_last_impl];
+  count_impl(t_last_impl);
 }
 
 std::string cpu_gemm_impl_counts() {
@@ -126,26 +131,41 @@ const char* isa_name(dnnl::cpu_isa isa) {
   }
 }
 
+}  // namespace
+
 /// oneDNN's instruction set on this CPU, ordered so that comparisons mean "at least".
-dnnl::cpu_isa effective_isa() {
+dnnl::cpu_isa cpu::onednn_detail::effective_isa() {
   static const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
   return isa;
 }
 
-bool has_avx512_core() {
+bool cpu::onednn_detail::has_avx512_core() {
   const auto isa = effective_isa();
   return isa == dnnl::cpu_isa::avx512_core || isa == dnnl::cpu_isa::avx512_core_vnni ||
          isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
 }
-bool has_avx512_bf16() {
+bool cpu::onednn_detail::has_avx512_bf16() {
   const auto isa = effective_isa();
   return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
 }
 
-dnnl::engine& engine() {
+dnnl::engine& cpu::onednn_detail::engine() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
   return e;
 }
+
+void cpu::onednn_detail::use_threads(int threads) { omp_set_num_threads(threads); }
+
+void* cpu::onednn_detail::scratchpad(const dnnl::memory::desc& md, Tensor& holder) {
+  const size_t bytes = md.get_size();
+  if (bytes == 0) return nullptr;
+  holder = Tensor::empty(Shape{static_cast<int64_t>(bytes)}, DType::u8);
+  return holder.raw_data();
+}
+
+namespace {
+
+using namespace cpu::onednn_detail;
 
 struct Key {
   DType dtype;
@@ -238,17 +258,13 @@ bool cpu::onednn_gemm(const GemmArgs& g) {
   if (bias && g.alpha != 1.0) return false;
   if (g.m <= 0 || g.n <= 0 || g.k <= 0) return false;  // nothing to multiply: Eigen's path handles the edge cases
   const int threads = cpu_threads();
-  omp_set_num_threads(threads);  // before the primitive is created (and run): see the declaration
+  use_threads(threads);  // before the primitive is created (and run)
   const Key key{dt, g.m, g.n, g.k, g.trans_a, g.trans_b, g.epilogue, g.beta != 0.0,
                 static_cast<float>(g.alpha), static_cast<float>(g.beta), threads};
   const std::shared_ptr<const Entry> e = entry_for(key);
   if (!e->usable) return false;
   Tensor scratch;
-  void* scratch_ptr = nullptr;
-  if (const size_t bytes = e->scratch_md.get_size(); bytes > 0) {
-    scratch = Tensor::empty(Shape{static_cast<int64_t>(bytes)}, DType::u8);
-    scratch_ptr = scratch.raw_data();
-  }
+  void* scratch_ptr = scratchpad(e->scratch_md, scratch);
   dnnl::stream stream(engine());
   const size_t esize = dtype_size(dt);
   char* pa = static_cast<char*>(g.a.raw_data());

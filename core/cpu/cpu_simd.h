@@ -20,6 +20,43 @@ void widen(const BFloat16* src, float* dst, int64_t n);
 void narrow(const float* src, Half* dst, int64_t n);
 void narrow(const float* src, BFloat16* dst, int64_t n);
 
+// ---- batch normalisation over rows of floats (core/cpu/cpu_simd_norm.cpp) ----
+
+/// Two sums over a row, in double: {Σ x, Σ (x - mean)²} from bn_row_sums; {Σ gy, Σ gy (x - mean) invstd} from
+/// bn_grad_sums.
+struct BnRowSums {
+  double sum, sum_sq_dev;
+};
+BnRowSums bn_row_sums(const float* x, int64_t n, double mean);
+BnRowSums bn_grad_sums(const float* gy, const float* x, int64_t n, double mean, double invstd);
+/// y = x * scale + shift, in float (a product, then a sum: two roundings).
+void bn_scale_shift(const float* x, float* y, int64_t n, float scale, float shift);
+/// The input gradient's constants: training: gx = k0 (gy - mean_gy - xhat sum_gy_xhat / m), xhat = (x - mean) invstd;
+/// eval: gx = k0 gy.
+struct BnGradInput {
+  bool training;
+  double mean, invstd, k0, mean_gy, sum_gy_xhat, m;
+};
+/// One element of the input gradient, in double (the scalar formula the AVX2 path follows operation for operation).
+inline double bn_grad_input_one(float gy, float x, const BnGradInput& c) {
+  const double g = gy;
+  if (!c.training) return c.k0 * g;
+  const double xhat = (static_cast<double>(x) - c.mean) * c.invstd;
+  return c.k0 * (g - c.mean_gy - xhat * c.sum_gy_xhat / c.m);
+}
+void bn_grad_input(const float* gy, const float* x, double* out, int64_t n, const BnGradInput& c);
+/// The same formula in float (for f16/bf16 inputs, whose compute type is float): the constants rounded to float.
+struct BnGradInputF {
+  bool training;
+  float mean, invstd, k0, mean_gy, sum_gy_xhat, m;
+};
+inline float bn_grad_input_one(float gy, float x, const BnGradInputF& c) {
+  if (!c.training) return c.k0 * gy;
+  const float xhat = (x - c.mean) * c.invstd;
+  return c.k0 * (gy - c.mean_gy - xhat * c.sum_gy_xhat / c.m);
+}
+void bn_grad_input(const float* gy, const float* x, float* out, int64_t n, const BnGradInputF& c);
+
 /// C[m x n] = alpha * op(A) op(B) + beta * C (row-major, leading dimensions lda/ldb/ldc) with Eigen built for
 /// AVX2 + FMA (core/cpu/cpu_simd_gemm.cpp). Call only when simd_avx2_f16c(); false when that build is absent.
 bool gemm_f32_avx2(const float* a, int64_t lda, bool trans_a, const float* b, int64_t ldb, bool trans_b, float* c,
