@@ -130,6 +130,7 @@ json bench_train(const std::string& model_name, const std::string& precision, in
   for (int i = 0; i < o.warmup; ++i) step();
   if (o.warmup > 0) (void)loss.item();
   const int64_t allocs_before = memory_stats(device).allocations;
+  const int64_t flops_before = kernels::matmul_flops();
   std::vector<double> rates, cpu_rates;
   for (int r = 0; r < o.repeats; ++r) {
     const auto t0 = Clock::now();
@@ -140,6 +141,8 @@ json bench_train(const std::string& model_name, const std::string& precision, in
     cpu_rates.push_back(static_cast<double>(batch) * o.steps / std::max(process_cpu_seconds() - c0, 1e-9));
   }
   const double sps = median(rates);
+  const double step_gflop =
+      1e-9 * static_cast<double>(kernels::matmul_flops() - flops_before) / std::max(1, o.repeats * o.steps);
   const double final_loss = loss.item();
   MIXTAPE_CHECK(std::isfinite(final_loss) || scaler.skipped_steps() > 0, "bench: ", model_name, " in ", precision,
                 " at batch ", batch, " produced a non-finite loss (", final_loss, ")");
@@ -150,6 +153,8 @@ json bench_train(const std::string& model_name, const std::string& precision, in
           {"samples_per_s", sps},
           {"repeat_samples_per_s", rates},
           {"step_ms", 1e3 * static_cast<double>(batch) / sps},
+          {"step_gflop", step_gflop},  // of its matrix products and convolutions
+          {"gflops", step_gflop * sps / static_cast<double>(batch)},
           {"samples_per_cpu_s", median(cpu_rates)},
           {"peak_mem_bytes", memory_stats(device).peak_bytes},
           {"activation_bytes", activation_bytes},
@@ -346,6 +351,19 @@ json run_bench(const BenchOptions& o, std::ostream& log) {
         result["gemm"].push_back(std::move(g));
       }
     }
+    // Each step's floor: its matrix-product and convolution FLOPs at the best GEMM rate measured for its
+    // precision's dtype (what the step would take if all it did were those products, as fast as a plain GEMM).
+    for (json& t : result["train"]) {
+      if (!t.value("supported", false) || !t.contains("step_gflop")) continue;
+      const std::string dt = dtype_name(precision_dtype(t["precision"].get<std::string>()));
+      double best = 0;
+      for (const json& g : result["gemm"])
+        if (g.value("dtype", std::string()) == dt && g.value("supported", true)) best = std::max(best, g["gflops"].get<double>());
+      if (best <= 0) continue;
+      t["gemm_peak_gflops"] = best;
+      t["floor_ms"] = 1e3 * t["step_gflop"].get<double>() / best;
+      t["vs_floor"] = t["step_ms"].get<double>() / t["floor_ms"].get<double>();
+    }
   }
   return result;
 }
@@ -378,7 +396,8 @@ std::string bench_table(const json& r) {
        << c.value("steps", 0) << " timed steps after " << c.value("warmup", 0) << " warm-up)\n";
     os << std::left << std::setw(6) << "model" << std::setw(10) << "precision" << std::right << std::setw(6) << "batch"
        << std::setw(11) << "samples/s" << std::setw(9) << "vs fp32" << std::setw(11) << "per CPU-s" << std::setw(10) << "step ms" << std::setw(10)
-       << "peak MiB" << std::setw(9) << "act MiB" << std::setw(12) << "allocs/step" << "\n";
+       << "peak MiB" << std::setw(9) << "act MiB" << std::setw(12) << "allocs/step" << std::setw(11) << "GFLOP/step"
+       << std::setw(9) << "GFLOP/s" << std::setw(10) << "floor ms" << std::setw(9) << "x floor" << "\n";
     for (const json& t : r["train"]) {
       json base = nullptr;
       for (const json& u : r["train"])
@@ -392,6 +411,8 @@ std::string bench_table(const json& r) {
       os << std::setw(11) << fmt(t["samples_per_s"], 0) << std::setw(9) << fmt(ratio(t["samples_per_s"], base), 2, "x")
          << std::setw(11) << fmt(t.value("samples_per_cpu_s", json()), 0) << std::setw(10) << fmt(t["step_ms"], 1) << std::setw(10) << fmt(mib(t["peak_mem_bytes"]), 1)
          << std::setw(9) << fmt(mib(t["activation_bytes"]), 1) << std::setw(12) << fmt(t["allocs_per_step"], 0)
+         << std::setw(11) << fmt(t.value("step_gflop", json()), 3) << std::setw(9) << fmt(t.value("gflops", json()), 0)
+         << std::setw(10) << fmt(t.value("floor_ms", json()), 1) << std::setw(9) << fmt(t.value("vs_floor", json()), 2, "x")
          << "\n";
     }
   }
@@ -491,7 +512,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       "under autocast) of each model at each batch size and precision on synthetic data of Fashion-MNIST's shape\n"
       "(no data set needed): --warmup untimed steps, then --repeats runs of --steps timed steps; the median is\n"
       "reported, with peak memory, activation bytes per forward pass and allocations per step (allocator counters).\n"
-      "GEMM micro-benchmarks report GFLOP/s per dtype beside the float32 FMA peak measured on the threads used.\n"
+      "GEMM micro-benchmarks report GFLOP/s per dtype beside the float32 FMA peak measured on the threads used,\n"
+      "and each training step is shown beside its floor: the FLOPs of its matrix products and convolutions at the\n"
+      "best GEMM rate measured for its dtype (\"x floor\" = step time / floor; needs the GEMM benchmarks).\n"
       "--threads N restricts the process to N CPUs and the CPU GEMM to N threads.\n"
       "On a GPU the timed loop ends by reading the loss (.item()), which waits for the queued work.\n"
       "--vs-pytorch then runs bench/torch_reference.py (PyTorch, with the same options and thread count, and\n"

@@ -86,10 +86,12 @@ void print_cpu_info() {
   std::cout << "  features      (not an x86 CPU: AVX/F16C detection not applicable)\n";
 #endif
   std::cout << "  threads       " << std::thread::hardware_concurrency() << " hardware threads; CPU kernels use "
-            << cpu_threads() << " (OMP_NUM_THREADS, else the CPUs this process may run on; --threads)\n";
+            << cpu_threads() << " (OMP_NUM_THREADS, else the CPUs this process may run on; --threads), on "
+            << parallel_runtime() << "\n";
   std::cout << "  oneDNN        " << onednn_description() << "\n";
-  std::cout << "  matmul        " << cpu_kernels_name(cpu_kernels())
-            << " (MIXTAPE_CPU_KERNELS=auto|onednn|eigen; auto: oneDNN for f32 on AVX-512 and bf16 with AVX512-BF16)\n";
+  std::cout << "  cpu kernels   " << cpu_kernels_name(cpu_kernels())
+            << " (MIXTAPE_CPU_KERNELS=auto|onednn|eigen; auto: oneDNN matmul for f32 on AVX-512 and bf16 with"
+               " AVX512-BF16, oneDNN convolution for f32 and bf16 with AVX512-BF16)\n";
 }
 
 void print_cuda_info() {

@@ -39,6 +39,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dPar
   }
   Tensor out = Tensor::empty(conv2d_output_shape(x.shape(), w.shape(), p), x.dtype(), x.device());
   backend_for(x.device()).conv2d(x, w, b, out, p);
+  count_matmul_flops(2 * out.numel() * w.size(1) * w.size(2) * w.size(3));
   return out;
 }
 
@@ -46,6 +47,7 @@ Tensor conv2d_backward_data(const Tensor& gy, const Tensor& w, const Shape& x_sh
   check_same_dtype(gy, w, "conv2d backward");
   Tensor gx = Tensor::empty(x_shape, gy.dtype(), gy.device());
   backend_for(gy.device()).conv2d_backward_data(gy, w, gx, p);
+  count_matmul_flops(2 * gy.numel() * w.size(1) * w.size(2) * w.size(3));
   return gx;
 }
 
@@ -56,6 +58,7 @@ std::pair<Tensor, Tensor> conv2d_backward_filter(const Tensor& gy, const Tensor&
   if (need_w) {
     check_same_dtype(gy, x, "conv2d backward");
     backend_for(gy.device()).conv2d_backward_filter(gy, x, gw, gb, p);
+    count_matmul_flops(2 * gy.numel() * w_shape[1] * w_shape[2] * w_shape[3]);
   } else if (need_b) {
     gb = reduce(ReduceOp::sum, gy, {0, 2, 3}, false);  // the bias gradient alone needs no input
   }

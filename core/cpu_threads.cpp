@@ -8,7 +8,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <exception>
+#include <mutex>
 #include <thread>
+#include <vector>
+
+#if MIXTAPE_PARALLEL_OPENMP
+#include <omp.h>
+#endif
 
 namespace mixtape {
 
@@ -54,5 +61,42 @@ int cpu_threads() {
 }
 
 void set_cpu_threads(int n) { g_threads.store(n <= 0 ? 0 : std::min(n, kMaxThreads), std::memory_order_relaxed); }
+
+void parallel_for(int64_t parts, const std::function<void(int64_t)>& fn) {
+  if (parts <= 1) {
+    if (parts == 1) fn(0);
+    return;
+  }
+  std::exception_ptr error;
+  std::mutex error_mu;
+  auto guarded = [&](int64_t p) {
+    try {
+      fn(p);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mu);
+      if (!error) error = std::current_exception();
+    }
+  };
+#if MIXTAPE_PARALLEL_OPENMP
+  // One part per thread of the team (the calling thread is thread 0): the same threads oneDNN's primitives use.
+#pragma omp parallel for num_threads(static_cast<int>(parts)) schedule(static, 1)
+  for (int64_t p = 0; p < parts; ++p) guarded(p);
+#else
+  std::vector<std::thread> workers;
+  workers.reserve(static_cast<size_t>(parts - 1));
+  for (int64_t p = 1; p < parts; ++p) workers.emplace_back(guarded, p);
+  guarded(0);
+  for (auto& t : workers) t.join();
+#endif
+  if (error) std::rethrow_exception(error);
+}
+
+const char* parallel_runtime() {
+#if MIXTAPE_PARALLEL_OPENMP
+  return "openmp";
+#else
+  return "std::thread";
+#endif
+}
 
 }  // namespace mixtape

@@ -2,6 +2,9 @@
 // How many threads the CPU backend splits large kernels (GEMM, convolution) into. The split depends only on the
 // shapes and this count, so results are the same bits run to run for a given count.
 
+#include <cstdint>
+#include <functional>
+
 namespace mixtape {
 
 /// The number of threads CPU kernels use (1 to 64): the value set by set_cpu_threads, else OMP_NUM_THREADS (its
@@ -10,6 +13,14 @@ int cpu_threads();
 
 /// Sets the CPU kernels' thread count (clamped to 1..64); 0 restores the default.
 void set_cpu_threads(int n);
+
+/// Runs fn(0), ..., fn(parts - 1) at once, part 0 on the calling thread and each other part on a thread of its own,
+/// and returns when all are done (the first exception thrown by a part is rethrown). Builds with oneDNN (GCC) run
+/// the parts on OpenMP's threads, the runtime oneDNN's primitives use, so the two share one pool of cpu_threads()
+/// threads instead of competing for the cores; other builds start std::threads.
+void parallel_for(int64_t parts, const std::function<void(int64_t)>& fn);
+/// "openmp" or "std::thread": what parallel_for runs on in this build.
+const char* parallel_runtime();
 
 /// The thread count OMP_NUM_THREADS's text gives ("4", or "4,2" for nested levels: 4); 0 when it is absent or
 /// not a positive whole number.

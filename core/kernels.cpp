@@ -1,5 +1,6 @@
 #include "core/kernels.h"
 
+#include <atomic>
 #include <algorithm>
 
 namespace mixtape::kernels {
@@ -271,6 +272,13 @@ void check_operand(const Tensor& t, const char* arg, int64_t batch, int64_t stri
 }
 }  // namespace
 
+namespace {
+std::atomic<int64_t> g_matmul_flops{0};
+}  // namespace
+
+int64_t matmul_flops() { return g_matmul_flops.load(std::memory_order_relaxed); }
+void count_matmul_flops(int64_t flops) { g_matmul_flops.fetch_add(flops, std::memory_order_relaxed); }
+
 void gemm(const GemmArgs& g) {
   check_defined(g.a, "gemm", "a");
   check_defined(g.b, "gemm", "b");
@@ -308,6 +316,7 @@ void gemm(const GemmArgs& g) {
                   g.a_sums.shape().to_string());
   }
   backend_for(g.out.device()).gemm(g);
+  count_matmul_flops(2 * g.batch * g.m * g.n * g.k);
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
@@ -318,6 +327,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
     return g.out;
   }
   backend_for(a.device()).gemm(g);
+  count_matmul_flops(2 * g.batch * g.m * g.n * g.k);
   return g.out;
 }
 

@@ -43,6 +43,13 @@ std::pair<Tensor, Tensor> matmul_with_a_sums(const Tensor& a, const Tensor& b, b
 /// device's backend; out is written in place.
 void gemm(const GemmArgs& args);
 
+/// Floating-point operations (2 per multiply-add) of the matrix products and convolutions run so far in this
+/// process, on every device (gemm, matmul and the conv2d passes count themselves): for benchmarks, a training
+/// step's count against the measured GEMM rate is its floor.
+int64_t matmul_flops();
+/// Adds to matmul_flops (the ops above call it).
+void count_matmul_flops(int64_t flops);
+
 /// Softmax / log-softmax over the last axis.
 Tensor softmax(const Tensor& x, bool log);
 Tensor softmax_backward(const Tensor& y, const Tensor& gy, bool log);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/conv_kernels.h"
 #include "core/cpu_kernels.h"
 #include "core/cpu_threads.h"
 #include "core/error.h"
@@ -189,4 +190,22 @@ TEST_CASE("cpu threads: OMP_NUM_THREADS's value, else the CPUs this process may 
     REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
     CHECK(cpu_threads() == std::clamp(CPU_COUNT(&set), 1, 64));
   }
+}
+
+TEST_CASE("matmul_flops counts 2 m n k per product and per convolution pass", "[gemm][cpu_kernels]") {
+  std::mt19937 rng(3);
+  std::vector<double> va, vb;
+  const Tensor a = random_tensor(Shape{2, 5, 7}, DType::f32, rng, va), b = random_tensor(Shape{7, 3}, DType::f32, rng, vb);
+  int64_t before = kernels::matmul_flops();
+  (void)kernels::matmul(a, b, false, false);  // (2, 5, 7) x (7, 3): 2 x 5 x 3 outputs of 7 multiply-adds
+  CHECK(kernels::matmul_flops() - before == 2 * 2 * 5 * 3 * 7);
+  const Tensor x = random_tensor(Shape{2, 3, 6, 6}, DType::f32, rng, va), w = random_tensor(Shape{4, 3, 3, 3}, DType::f32, rng, vb);
+  Conv2dParams p;  // no padding: 4 x 4 outputs
+  before = kernels::matmul_flops();
+  const Tensor y = kernels::conv2d(x, w, Tensor(), p);
+  const int64_t per_pass = 2 * (2 * 4 * 4 * 4) * (3 * 3 * 3);
+  CHECK(kernels::matmul_flops() - before == per_pass);
+  (void)kernels::conv2d_backward_data(y, w, x.shape(), p);
+  (void)kernels::conv2d_backward_filter(y, x, w.shape(), true, true, p);
+  CHECK(kernels::matmul_flops() - before == 3 * per_pass);
 }

@@ -2,7 +2,7 @@
 // Eigen. On the Eigen path, f16/bf16 operands are widened to float (F16C/AVX2 where the CPU has them), accumulated
 // in float, and the output is rounded once (what tensor cores do); f32 and f64 map the buffers directly.
 // Float products use Eigen built for AVX2 + FMA (core/cpu/cpu_simd_gemm.cpp) when the CPU has them.
-// Large products are split across cpu_threads() (core/cpu_threads.h) by blocks of output rows (or columns): each block is
+// Large products are split across cpu_threads() (core/cpu_threads.h, parallel_for) by blocks of output rows (or columns): each block is
 // an independent Eigen product and the split depends only on the shape and the thread count, so results are
 // the same bits run to run.
 // Epilogues (bias, bias + ReLU/GELU) and the row sums of op(a) (a Linear's bias gradient) are applied to the float
@@ -10,7 +10,6 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "core/cpu/cpu_backend.h"
@@ -124,11 +123,7 @@ void gemm_mapped(const S* a, int64_t lda, const S* b, int64_t ldb, S* c, int64_t
       apply_epilogue(c + lo, ldc, m, len, bias ? bias + lo : nullptr, epilogue);
     }
   };
-  std::vector<std::thread> workers;
-  workers.reserve(static_cast<size_t>(parts - 1));
-  for (int64_t p = 1; p < parts; ++p) workers.emplace_back(run, p);
-  run(0);
-  for (auto& t : workers) t.join();
+  parallel_for(parts, run);
 }
 
 /// A per-thread float buffer of at least n elements, reused across calls.

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cpu/cpu_simd.h"
 
 namespace mixtape::cpu {
 
@@ -89,26 +90,36 @@ void CpuBackend::adam_update(const Tensor& param, const Tensor& grad, const Tens
       // Every scalar is computed in double, as PyTorch's Python code does, and rounded once to the accumulate
       // type: e.g. 1 - beta2 rounded from double is 1e-3 to float precision, while 1 - float(0.999) is
       // 1.3e-5 (relative) away from it.
-      const A b1 = static_cast<A>(u.beta1), b2 = static_cast<A>(u.beta2), eps = static_cast<A>(u.eps),
-              wd = static_cast<A>(u.weight_decay);
-      const A one_minus_b1 = static_cast<A>(1.0 - u.beta1), one_minus_b2 = static_cast<A>(1.0 - u.beta2);
       const double bc1 = 1.0 - std::pow(u.beta1, static_cast<double>(u.step));
-      const A bc2_sqrt = static_cast<A>(std::sqrt(1.0 - std::pow(u.beta2, static_cast<double>(u.step))));
-      const A step_size = static_cast<A>(u.lr / bc1);
-      const A decay = static_cast<A>(1.0 - u.lr * u.weight_decay);
-      for (int64_t i = 0, n = param.numel(); i < n; ++i) {
-        A pv = static_cast<A>(p[i]), gv = static_cast<A>(g[i]);
-        if (u.decoupled_weight_decay) pv *= decay;
-        else if (wd != A(0)) gv += wd * pv;
-        // PyTorch 1.13: exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1) (a lerp only from 2.0 on);
-        // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2), i.e. ((1 - beta2) * g) * g.
-        const A mv = static_cast<A>(m[i]) * b1 + one_minus_b1 * gv;
-        const A vv = static_cast<A>(v[i]) * b2 + one_minus_b2 * gv * gv;
-        m[i] = store<T>(mv);
-        v[i] = store<T>(vv);
-        // param.addcdiv_(exp_avg, sqrt(v) / bc2_sqrt + eps, value=-step_size): (value * m) / denom.
-        p[i] = store<T>(pv - step_size * mv / (std::sqrt(vv) / bc2_sqrt + eps));
-        if constexpr (!std::is_void_v<C>) c[i] = store<C>(p[i]);
+      const AdamConsts<A> k{static_cast<A>(u.beta1),
+                            static_cast<A>(u.beta2),
+                            static_cast<A>(1.0 - u.beta1),
+                            static_cast<A>(1.0 - u.beta2),
+                            static_cast<A>(u.eps),
+                            static_cast<A>(u.weight_decay),
+                            static_cast<A>(u.lr / bc1),
+                            static_cast<A>(std::sqrt(1.0 - std::pow(u.beta2, static_cast<double>(u.step)))),
+                            static_cast<A>(1.0 - u.lr * u.weight_decay),
+                            u.decoupled_weight_decay};
+      const int64_t n = param.numel();
+      if constexpr (std::is_same_v<T, float>) {
+        // float32 masters (the AMP case): the vector loop, in blocks so the compute copy is written while the
+        // block is in cache
+        constexpr int64_t kBlock = 4096;
+        for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+          const int64_t len = std::min(kBlock, n - i0);
+          adam_f32(p + i0, g + i0, m + i0, v + i0, len, k);
+          if constexpr (!std::is_void_v<C>) narrow(p + i0, c + i0, len);
+        }
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          A mv = static_cast<A>(m[i]), vv = static_cast<A>(v[i]);
+          const A pv = adam_one(static_cast<A>(p[i]), static_cast<A>(g[i]), mv, vv, k);
+          m[i] = store<T>(mv);
+          v[i] = store<T>(vv);
+          p[i] = store<T>(pv);
+          if constexpr (!std::is_void_v<C>) c[i] = store<C>(p[i]);
+        }
       }
     });
   });

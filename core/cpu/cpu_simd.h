@@ -2,6 +2,7 @@
 // Bulk conversions between float and the 16-bit storage types, vectorised where the CPU allows
 // (AVX2 + F16C, chosen at run time) and bit-identical to the scalar conversions of core/half.h
 // (round to nearest even, subnormals, ±inf, NaN payloads), with those scalar loops as the fallback.
+#include <cmath>
 #include <cstdint>
 
 #include "core/half.h"
@@ -56,6 +57,30 @@ inline float bn_grad_input_one(float gy, float x, const BnGradInputF& c) {
   return c.k0 * (gy - c.mean_gy - xhat * c.sum_gy_xhat / c.m);
 }
 void bn_grad_input(const float* gy, const float* x, float* out, int64_t n, const BnGradInputF& c);
+
+// ---- Adam (core/cpu/cpu_optim.cpp; the vector loop in core/cpu/cpu_simd_optim.cpp) ----
+
+/// The constants of one Adam update, each rounded once to the accumulate type A from double.
+template <class A>
+struct AdamConsts {
+  A b1, b2, one_minus_b1, one_minus_b2, eps, wd, step_size, bc2_sqrt, decay;
+  bool decoupled;
+};
+/// One element of PyTorch 1.13's single-tensor Adam in A: updates m and v and returns the new parameter.
+template <class A>
+inline A adam_one(A pv, A gv, A& m, A& v, const AdamConsts<A>& c) {
+  if (c.decoupled) pv *= c.decay;
+  else if (c.wd != A(0)) gv += c.wd * pv;
+  // exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1) (a lerp only from 2.0 on);
+  // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2), i.e. ((1 - beta2) * g) * g.
+  m = m * c.b1 + c.one_minus_b1 * gv;
+  v = v * c.b2 + c.one_minus_b2 * gv * gv;
+  // param.addcdiv_(exp_avg, sqrt(v) / bc2_sqrt + eps, value=-step_size): (value * m) / denom.
+  return pv - c.step_size * m / (std::sqrt(v) / c.bc2_sqrt + c.eps);
+}
+/// adam_one over n float32 elements, 8 at a time with AVX2 where the CPU has it (no FMA: the same roundings, so the
+/// same bits as the scalar loop).
+void adam_f32(float* p, const float* g, float* m, float* v, int64_t n, const AdamConsts<float>& c);
 
 /// C[m x n] = alpha * op(A) op(B) + beta * C (row-major, leading dimensions lda/ldb/ldc) with Eigen built for
 /// AVX2 + FMA (core/cpu/cpu_simd_gemm.cpp). Call only when simd_avx2_f16c(); false when that build is absent.
