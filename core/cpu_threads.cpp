@@ -91,6 +91,16 @@ void parallel_for(int64_t parts, const std::function<void(int64_t)>& fn) {
   if (error) std::rethrow_exception(error);
 }
 
+void parallel_range(int64_t count, int64_t cost_per_item, const std::function<void(int64_t, int64_t)>& fn) {
+  if (count <= 0) return;
+  constexpr int64_t kMinCost = int64_t{1} << 16;
+  const int64_t total = count * std::max<int64_t>(cost_per_item, 1);
+  const int64_t parts = std::clamp<int64_t>(total / kMinCost, 1, std::min<int64_t>(cpu_threads(), count));
+  if (parts == 1) return fn(0, count);
+  const int64_t step = (count + parts - 1) / parts;
+  parallel_for((count + step - 1) / step, [&](int64_t p) { fn(p * step, std::min(count, (p + 1) * step)); });
+}
+
 const char* parallel_runtime() {
 #if MIXTAPE_PARALLEL_OPENMP
   return "openmp";

@@ -19,6 +19,11 @@ void set_cpu_threads(int n);
 /// the parts on OpenMP's threads, the runtime oneDNN's primitives use, so the two share one pool of cpu_threads()
 /// threads instead of competing for the cores; other builds start std::threads.
 void parallel_for(int64_t parts, const std::function<void(int64_t)>& fn);
+/// Runs fn(lo, hi) over contiguous ranges covering [0, count), in parallel (parallel_for) when the work is worth
+/// threads: count * cost_per_item (roughly, elements touched) of at least 2^16 per part, at most cpu_threads()
+/// parts. For loops whose items are independent (channels, planes): every item is computed the same way whatever
+/// the split, so results do not depend on the thread count.
+void parallel_range(int64_t count, int64_t cost_per_item, const std::function<void(int64_t, int64_t)>& fn);
 /// "openmp" or "std::thread": what parallel_for runs on in this build.
 const char* parallel_runtime();
 

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -253,5 +254,49 @@ TEST_CASE("cpu batch_norm: f32 and bf16 forward and backward agree with float64 
           }
       }
       CHECK(bad == 0);
+    }
+}
+
+TEST_CASE("cpu max_pool2d: the first maximum wins ties and the first NaN propagates, on the 2x2 and general paths",
+          "[conv][pool][cpu_kernels]") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  // One 4x4 plane: window (0,0) has a tie (3 at positions 1 and 4: the first wins), window (0,1) a NaN after a
+  // larger value (the NaN wins), window (1,0) two NaNs (the first wins), window (1,1) a plain maximum.
+  const std::vector<double> v = {1, 3, 5, nan,   //
+                                 3, 2, 9, 0,     //
+                                 nan, 0, 4, -1,  //
+                                 1, nan, 6, 2};
+  for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64})
+    for (int64_t k : {2, 3}) {  // 2: the 2x2 fast path (not for f16); 3 (stride 2, padding 1): the general loop
+      INFO(dtype_name(dt) << " kernel " << k);
+      Pool2dParams p;
+      p.kernel_h = p.kernel_w = k;
+      p.stride_h = p.stride_w = 2;
+      p.pad_h = p.pad_w = k == 3 ? 1 : 0;
+      const auto [out, idx] = kernels::max_pool2d(from_vector<double>(v, Shape{1, 1, 4, 4}).to(dt), p);
+      const std::vector<double> o = out.to_vector<double>();
+      const std::vector<int64_t> i = idx.to_vector<int64_t>();
+      REQUIRE(o.size() == 4);
+      if (k == 2) {
+        CHECK(o[0] == 3);
+        CHECK(i[0] == 1);
+        CHECK(std::isnan(o[1]));
+        CHECK(i[1] == 3);
+        CHECK(std::isnan(o[2]));
+        CHECK(i[2] == 8);
+        CHECK(o[3] == 6);
+        CHECK(i[3] == 14);
+      } else {
+        // windows rows/cols [-1, 2) and [1, 4): (0,0) covers 1 3 / 3 2 -> 3 at 1; (0,1) covers 3 5 nan / 2 9 0 -> nan at
+        // 3; (1,0) covers 3 2 / nan 0 / 1 nan -> nan at 8; (1,1) covers 2 9 0 / 0 4 -1 / nan 6 2 -> nan at 13
+        CHECK(o[0] == 3);
+        CHECK(i[0] == 1);
+        CHECK(std::isnan(o[1]));
+        CHECK(i[1] == 3);
+        CHECK(std::isnan(o[2]));
+        CHECK(i[2] == 8);
+        CHECK(std::isnan(o[3]));
+        CHECK(i[3] == 13);
+      }
     }
 }

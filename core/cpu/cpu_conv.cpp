@@ -10,6 +10,7 @@
 #include "core/cpu/cpu_gemm.h"
 #include "core/cpu/cpu_onednn.h"
 #include "core/cpu/cpu_simd.h"
+#include "core/cpu_threads.h"
 
 namespace mixtape::cpu {
 
@@ -242,56 +243,58 @@ void CpuBackend::max_pool2d(const Tensor& x, const Tensor& out, const Tensor& in
     }
     T* po = out.data<T>();
     int64_t* pi = indices.data<int64_t>();
-    for (int64_t q = 0; q < planes; ++q) {
-      const S* xp = as_compute<T, S>(x.data<T>() + q * h * w, h * w, 3);
-      if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0) {
-        // The common 2x2 window, same rules as below: candidates in row-major order, the first maximum wins, the
-        // first NaN wins.
-        for (int64_t i = 0; i < oh; ++i) {
-          const S* r0 = xp + 2 * i * w;
-          const S* r1 = r0 + w;
-          T* orow = po + (q * oh + i) * ow;
-          int64_t* irow = pi + (q * oh + i) * ow;
-          for (int64_t j = 0; j < ow; ++j) {
-            const S c[4] = {r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]};
-            const int64_t off[4] = {0, 1, w, w + 1};
-            S best = c[0];
-            int64_t arg = 0;
-            for (int t = 1; t < 4; ++t) {
-              const bool take = best == best && (c[t] > best || c[t] != c[t]);  // selects, no branch
-              best = take ? c[t] : best;
-              arg = take ? off[t] : arg;
+    parallel_range(planes, h * w, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 &&
+            !std::is_same_v<T, Half>) {
+          // The common 2x2 window, same rules as below: candidates in row-major order, the first maximum wins, the
+          // first NaN wins. Reads the input directly (a bf16 value widens with a shift) and copies the winner.
+          const T* xt = x.data<T>() + q * h * w;
+          for (int64_t i = 0; i < oh; ++i) {
+            T* orow = po + (q * oh + i) * ow;
+            int64_t* irow = pi + (q * oh + i) * ow;
+            for (int64_t j = 0; j < ow; ++j) {
+              const int64_t k0 = 2 * i * w + 2 * j, cand[4] = {k0, k0 + 1, k0 + w, k0 + w + 1};
+              S best = static_cast<S>(xt[k0]);
+              int64_t arg = k0;
+              for (int t = 1; t < 4; ++t) {
+                const S c = static_cast<S>(xt[cand[t]]);
+                const bool take = best == best && (c > best || c != c);  // selects, no branch
+                best = take ? c : best;
+                arg = take ? cand[t] : arg;
+              }
+              orow[j] = xt[arg];
+              irow[j] = arg;
             }
-            orow[j] = store<T>(best);
-            irow[j] = 2 * i * w + 2 * j + arg;
+          }
+          continue;
+        }
+        const S* xp = as_compute<T, S>(x.data<T>() + q * h * w, h * w, 3);
+        for (int64_t i = 0; i < oh; ++i) {
+          const int64_t h0 = i * p.stride_h - p.pad_h;
+          const int64_t a0 = std::max<int64_t>(h0, 0), a1 = std::min(h0 + p.kernel_h, h);
+          for (int64_t j = 0; j < ow; ++j) {
+            const int64_t b0 = col_lo[static_cast<size_t>(j)], b1 = col_hi[static_cast<size_t>(j)];
+            // The first element of the window, then strictly greater ones (the first maximum wins); a NaN
+            // propagates and ends the search, as PyTorch.
+            int64_t arg = a0 * w + b0;
+            S best = xp[arg];
+            for (int64_t a = a0; a < a1 && best == best; ++a)
+              for (int64_t b = (a == a0 ? b0 + 1 : b0); b < b1; ++b) {
+                const S v = xp[a * w + b];
+                if (v > best || v != v) {
+                  best = v;
+                  arg = a * w + b;
+                  if (v != v) break;
+                }
+              }
+            const int64_t o = (q * oh + i) * ow + j;
+            po[o] = store<T>(best);
+            pi[o] = arg;
           }
         }
-        continue;
       }
-      for (int64_t i = 0; i < oh; ++i) {
-        const int64_t h0 = i * p.stride_h - p.pad_h;
-        const int64_t a0 = std::max<int64_t>(h0, 0), a1 = std::min(h0 + p.kernel_h, h);
-        for (int64_t j = 0; j < ow; ++j) {
-          const int64_t b0 = col_lo[static_cast<size_t>(j)], b1 = col_hi[static_cast<size_t>(j)];
-          // The first element of the window, then strictly greater ones (the first maximum wins); a NaN
-          // propagates and ends the search, as PyTorch.
-          int64_t arg = a0 * w + b0;
-          S best = xp[arg];
-          for (int64_t a = a0; a < a1 && best == best; ++a)
-            for (int64_t b = (a == a0 ? b0 + 1 : b0); b < b1; ++b) {
-              const S v = xp[a * w + b];
-              if (v > best || v != v) {
-                best = v;
-                arg = a * w + b;
-                if (v != v) break;
-              }
-            }
-          const int64_t o = (q * oh + i) * ow + j;
-          po[o] = store<T>(best);
-          pi[o] = arg;
-        }
-      }
-    }
+    });
   });
 }
 
@@ -300,15 +303,17 @@ void CpuBackend::max_pool2d_backward(const Tensor& gy, const Tensor& indices, co
     using T = typename decltype(tag)::type;
     using S = Acc<T>;
     const int64_t planes = gx.size(0) * gx.size(1), hw = gx.size(2) * gx.size(3), ohw = gy.size(2) * gy.size(3);
-    std::vector<S> acc(static_cast<size_t>(hw));
-    for (int64_t q = 0; q < planes; ++q) {
-      std::fill(acc.begin(), acc.end(), S(0));
-      const T* g = gy.data<T>() + q * ohw;
-      const int64_t* idx = indices.data<int64_t>() + q * ohw;
-      for (int64_t o = 0; o < ohw; ++o)
-        if (idx[o] >= 0) acc[static_cast<size_t>(idx[o])] += static_cast<S>(g[o]);
-      save(acc.data(), gx.data<T>() + q * hw, hw);
-    }
+    parallel_range(planes, hw, [&](int64_t q0, int64_t q1) {
+      std::vector<S> acc(static_cast<size_t>(hw));  // one per range: ranges may run at once
+      for (int64_t q = q0; q < q1; ++q) {
+        std::fill(acc.begin(), acc.end(), S(0));
+        const T* g = gy.data<T>() + q * ohw;
+        const int64_t* idx = indices.data<int64_t>() + q * ohw;
+        for (int64_t o = 0; o < ohw; ++o)
+          if (idx[o] >= 0) acc[static_cast<size_t>(idx[o])] += static_cast<S>(g[o]);
+        save(acc.data(), gx.data<T>() + q * hw, hw);
+      }
+    });
   });
 }
 
