@@ -300,3 +300,29 @@ TEST_CASE("cpu max_pool2d: the first maximum wins ties and the first NaN propaga
       }
     }
 }
+
+TEST_CASE("cpu max_pool2d: the vectorised 2x2 rows equal the general loop, ties and NaNs included", "[conv][pool][cpu_kernels]") {
+  // Small integers (many ties) with NaNs sprinkled, rows wide enough for the 8-output vector loop and its tail;
+  // f64 runs the general loop, f32 and bf16 the 2x2 row kernel, on the same (exactly representable) values.
+  std::mt19937 rng(25);
+  std::uniform_int_distribution<int> small(-3, 3), pick(0, 15);
+  for (const Shape& s : {Shape{2, 3, 6, 38}, Shape{1, 2, 28, 28}, Shape{1, 1, 4, 17}}) {
+    INFO(s.to_string());
+    std::vector<double> v(static_cast<size_t>(s.numel()));
+    for (double& x : v) x = pick(rng) == 0 ? std::numeric_limits<double>::quiet_NaN() : small(rng);
+    Pool2dParams p;
+    p.kernel_h = p.kernel_w = p.stride_h = p.stride_w = 2;
+    const auto [want, want_idx] = kernels::max_pool2d(from_vector<double>(v, s), p);
+    const std::vector<double> wv = want.to_vector<double>();
+    for (DType dt : {DType::f32, DType::bf16}) {
+      INFO(dtype_name(dt));
+      const auto [got, got_idx] = kernels::max_pool2d(from_vector<double>(v, s).to(dt), p);
+      CHECK(got_idx.to_vector<int64_t>() == want_idx.to_vector<int64_t>());
+      const std::vector<double> gv = got.to_vector<double>();
+      size_t bad = 0;
+      for (size_t i = 0; i < gv.size(); ++i)
+        if (!(gv[i] == wv[i] || (std::isnan(gv[i]) && std::isnan(wv[i])))) ++bad;
+      CHECK(bad == 0);
+    }
+  }
+}

@@ -245,29 +245,25 @@ void CpuBackend::max_pool2d(const Tensor& x, const Tensor& out, const Tensor& in
     int64_t* pi = indices.data<int64_t>();
     parallel_range(planes, h * w, [&](int64_t q0, int64_t q1) {
       for (int64_t q = q0; q < q1; ++q) {
-        if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 &&
-            !std::is_same_v<T, Half>) {
-          // The common 2x2 window, same rules as below: candidates in row-major order, the first maximum wins, the
-          // first NaN wins. Reads the input directly (a bf16 value widens with a shift) and copies the winner.
-          const T* xt = x.data<T>() + q * h * w;
-          for (int64_t i = 0; i < oh; ++i) {
-            T* orow = po + (q * oh + i) * ow;
-            int64_t* irow = pi + (q * oh + i) * ow;
-            for (int64_t j = 0; j < ow; ++j) {
-              const int64_t k0 = 2 * i * w + 2 * j, cand[4] = {k0, k0 + 1, k0 + w, k0 + w + 1};
-              S best = static_cast<S>(xt[k0]);
-              int64_t arg = k0;
-              for (int t = 1; t < 4; ++t) {
-                const S c = static_cast<S>(xt[cand[t]]);
-                const bool take = best == best && (c > best || c != c);  // selects, no branch
-                best = take ? c : best;
-                arg = take ? cand[t] : arg;
+        if constexpr (std::is_same_v<T, float> || std::is_same_v<T, BFloat16>) {
+          if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0) {
+            // The common 2x2 window: the vector row kernel of cpu_simd.h (same rules as the loop below). bf16 rows
+            // are widened exactly and the winners narrowed back exactly.
+            const T* xt = x.data<T>() + q * h * w;
+            for (int64_t i = 0; i < oh; ++i) {
+              T* orow = po + (q * oh + i) * ow;
+              int64_t* irow = pi + (q * oh + i) * ow;
+              if constexpr (std::is_same_v<T, float>) {
+                maxpool2x2_row(xt + 2 * i * w, xt + (2 * i + 1) * w, ow, w, 2 * i * w, orow, irow);
+              } else {
+                float* rows = scratch<float>(3, 2 * w + ow);
+                widen(xt + 2 * i * w, rows, 2 * w);
+                maxpool2x2_row(rows, rows + w, ow, w, 2 * i * w, rows + 2 * w, irow);
+                narrow(rows + 2 * w, orow, ow);
               }
-              orow[j] = xt[arg];
-              irow[j] = arg;
             }
+            continue;
           }
-          continue;
         }
         const S* xp = as_compute<T, S>(x.data<T>() + q * h * w, h * w, 3);
         for (int64_t i = 0; i < oh; ++i) {

@@ -58,6 +58,14 @@ inline float bn_grad_input_one(float gy, float x, const BnGradInputF& c) {
 }
 void bn_grad_input(const float* gy, const float* x, float* out, int64_t n, const BnGradInputF& c);
 
+// ---- 2x2 max pooling, stride 2 (core/cpu/cpu_conv.cpp; core/cpu/cpu_simd_pool.cpp) ----
+
+/// One output row of a 2x2, stride-2 max pool: out[j] and idx[j] from input rows r0 and r1 (= r0 + w) at columns
+/// 2j and 2j + 1, for j < ow. Candidates in row-major order; the first maximum wins, the first NaN wins (PyTorch's
+/// rule); idx[j] = base + the winner's offset from r0 (base: r0's index in its plane). AVX2 where the CPU has it;
+/// every output is one of its inputs, so both paths give the same values.
+void maxpool2x2_row(const float* r0, const float* r1, int64_t ow, int64_t w, int64_t base, float* out, int64_t* idx);
+
 // ---- Adam (core/cpu/cpu_optim.cpp; the vector loop in core/cpu/cpu_simd_optim.cpp) ----
 
 /// The constants of one Adam update, each rounded once to the accumulate type A from double.
