@@ -130,6 +130,7 @@ json bench_train(const std::string& model_name, const std::string& precision, in
   for (int i = 0; i < o.warmup; ++i) step();
   if (o.warmup > 0) (void)loss.item();
   const int64_t allocs_before = memory_stats(device).allocations;
+  const int64_t raw_before = memory_stats(device).raw_allocations;
   const int64_t flops_before = kernels::matmul_flops();
   std::vector<double> rates, cpu_rates;
   for (int r = 0; r < o.repeats; ++r) {
@@ -160,6 +161,9 @@ json bench_train(const std::string& model_name, const std::string& precision, in
           {"activation_bytes", activation_bytes},
           {"allocs_per_step", static_cast<double>(memory_stats(device).allocations - allocs_before) /
                                   std::max(1, o.repeats * o.steps)},
+          // from the system (heap, cudaMalloc): 0 in a steady state served by a caching allocator
+          {"raw_allocs_per_step", static_cast<double>(memory_stats(device).raw_allocations - raw_before) /
+                                      std::max(1, o.repeats * o.steps)},
           {"final_loss", final_loss},
           {"skipped_steps", scaler.skipped_steps()}};
 }
@@ -396,7 +400,7 @@ std::string bench_table(const json& r) {
        << c.value("steps", 0) << " timed steps after " << c.value("warmup", 0) << " warm-up)\n";
     os << std::left << std::setw(6) << "model" << std::setw(10) << "precision" << std::right << std::setw(6) << "batch"
        << std::setw(11) << "samples/s" << std::setw(9) << "vs fp32" << std::setw(11) << "per CPU-s" << std::setw(10) << "step ms" << std::setw(10)
-       << "peak MiB" << std::setw(9) << "act MiB" << std::setw(12) << "allocs/step" << std::setw(11) << "GFLOP/step"
+       << "peak MiB" << std::setw(9) << "act MiB" << std::setw(12) << "allocs/step" << std::setw(10) << "heap/step" << std::setw(11) << "GFLOP/step"
        << std::setw(9) << "GFLOP/s" << std::setw(10) << "floor ms" << std::setw(9) << "x floor" << "\n";
     for (const json& t : r["train"]) {
       json base = nullptr;
@@ -411,7 +415,7 @@ std::string bench_table(const json& r) {
       os << std::setw(11) << fmt(t["samples_per_s"], 0) << std::setw(9) << fmt(ratio(t["samples_per_s"], base), 2, "x")
          << std::setw(11) << fmt(t.value("samples_per_cpu_s", json()), 0) << std::setw(10) << fmt(t["step_ms"], 1) << std::setw(10) << fmt(mib(t["peak_mem_bytes"]), 1)
          << std::setw(9) << fmt(mib(t["activation_bytes"]), 1) << std::setw(12) << fmt(t["allocs_per_step"], 0)
-         << std::setw(11) << fmt(t.value("step_gflop", json()), 3) << std::setw(9) << fmt(t.value("gflops", json()), 0)
+         << std::setw(10) << fmt(t.value("raw_allocs_per_step", json()), 1) << std::setw(11) << fmt(t.value("step_gflop", json()), 3) << std::setw(9) << fmt(t.value("gflops", json()), 0)
          << std::setw(10) << fmt(t.value("floor_ms", json()), 1) << std::setw(9) << fmt(t.value("vs_floor", json()), 2, "x")
          << "\n";
     }
@@ -511,7 +515,8 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       "Times training steps (forward, cross-entropy, backward, Adam lr 1e-3; fp16 with a GradScaler, bf16 and fp16\n"
       "under autocast) of each model at each batch size and precision on synthetic data of Fashion-MNIST's shape\n"
       "(no data set needed): --warmup untimed steps, then --repeats runs of --steps timed steps; the median is\n"
-      "reported, with peak memory, activation bytes per forward pass and allocations per step (allocator counters).\n"
+      "reported, with peak memory, activation bytes per forward pass, tensor allocations per step and heap (raw)\n"
+      "allocations per step (allocator counters; 0 heap allocations once the caching allocator is warm).\n"
       "GEMM micro-benchmarks report GFLOP/s per dtype beside the float32 FMA peak measured on the threads used,\n"
       "and each training step is shown beside its floor: the FLOPs of its matrix products and convolutions at the\n"
       "best GEMM rate measured for its dtype (\"x floor\" = step time / floor; needs the GEMM benchmarks).\n"

@@ -23,6 +23,7 @@
 #include "autograd/tape.h"
 #include "core/cpu_kernels.h"
 #include "core/cpu_threads.h"
+#include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_simd.h"
 #include "core/error.h"
 #include "core/random.h"
@@ -89,6 +90,11 @@ void print_cpu_info() {
             << cpu_threads() << " (OMP_NUM_THREADS, else the CPUs this process may run on; --threads), on "
             << parallel_runtime() << "\n";
   std::cout << "  oneDNN        " << onednn_description() << "\n";
+  std::cout << "  memory        "
+            << (cpu::cpu_allocator_caches() ? "caching allocator: freed tensor memory is reused (MIXTAPE_CPU_CACHING=0: "
+                                              "every tensor from the heap)"
+                                            : "every tensor from the heap (MIXTAPE_CPU_CACHING=0 or a sanitizer build)")
+            << "\n";
   std::cout << "  cpu kernels   " << cpu_kernels_name(cpu_kernels())
             << " (MIXTAPE_CPU_KERNELS=auto|onednn|eigen; auto: oneDNN matmul for f32 on AVX-512 and bf16 with"
                " AVX512-BF16, oneDNN convolution for f32 and bf16 with AVX512-BF16)\n";

@@ -75,7 +75,7 @@ TEST_CASE("train: --device auto falls back to the cpu without a GPU", "[train][d
   std::ostringstream log;
   const app::TrainResult r = app::train(c, log);
   CHECK(r.device == "cpu");
-  CHECK(r.peak_reserved_bytes == r.peak_mem_bytes);  // the CPU allocator caches nothing
+  CHECK(r.peak_reserved_bytes >= r.peak_mem_bytes);  // the CPU allocator's cache is reserved too
 }
 
 TEST_CASE("train: on a GPU the MLP trains on the device and matches the CPU run", "[train][device][gpu]") {

@@ -2,6 +2,7 @@
 // The CPU backend: loops over the shared functors, Eigen for GEMM. Split by family across core/cpu/*.cpp.
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 
 #include "core/backend.h"
@@ -9,17 +10,26 @@
 
 namespace mixtape::cpu {
 
-/// 64-byte aligned host buffers with current/peak accounting.
+/// 64-byte aligned host buffers straight from the heap, one per tensor, with current/peak accounting.
 class CpuAllocator final : public Allocator {
  public:
   void* allocate(size_t bytes) override;
   void deallocate(void* ptr, size_t bytes) override;
 };
 
+/// The CPU backend's allocator: by default a CachingAllocator (core/caching_allocator.h) over 64-byte aligned heap
+/// segments, so freed tensor memory is reused and a training loop in steady state makes no heap allocation
+/// (MemoryStats: current_bytes = bytes tensors hold, reserved_bytes = plus cached blocks, raw_allocations = heap
+/// allocations). MIXTAPE_CPU_CACHING=0, and builds with AddressSanitizer or ThreadSanitizer (which must see each
+/// tensor's own lifetime), take every tensor from the heap instead (CpuAllocator: reserved == current).
+std::unique_ptr<Allocator> make_cpu_allocator();
+/// Whether make_cpu_allocator caches (read once per process).
+bool cpu_allocator_caches();
+
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
-  Allocator& allocator() override { return allocator_; }
+  Allocator& allocator() override { return *allocator_; }
   void unary(UnaryOp op, const Tensor& x, const Tensor& out) override;
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
@@ -59,7 +69,7 @@ class CpuBackend final : public Backend {
                            const BatchNormParams& p) override;
 
  private:
-  CpuAllocator allocator_;
+  std::unique_ptr<Allocator> allocator_ = make_cpu_allocator();
 };
 
 /// Converts an accumulate-type value to storage type T, rounding once (core/cast_rules.h: the CUDA kernels store

@@ -3,7 +3,12 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <unistd.h>
+
+#include <string>
+
 #include "core/broadcast_index.h"
+#include "core/caching_allocator.h"
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_simd.h"
 #include "core/functor_visit.h"
@@ -23,6 +28,48 @@ void* CpuAllocator::allocate(size_t bytes) {
 void CpuAllocator::deallocate(void* ptr, size_t bytes) {
   std::free(ptr);
   record_free(bytes);
+}
+
+namespace {
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitizer = true;
+#else
+constexpr bool kSanitizer = false;
+#endif
+#else
+constexpr bool kSanitizer = false;
+#endif
+
+/// 64-byte aligned heap segments for the CPU's caching allocator.
+class HostMemoryResource final : public RawMemoryResource {
+ public:
+  void* allocate(size_t bytes) override { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
+  void deallocate(void* ptr, size_t) noexcept override { std::free(ptr); }
+  std::string device_name() const override { return "cpu"; }
+  size_t total_bytes() const override {
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
+  }
+};
+
+}  // namespace
+
+bool cpu_allocator_caches() {
+  static const bool caches = [] {
+    if (kSanitizer) return false;
+    const char* env = std::getenv("MIXTAPE_CPU_CACHING");
+    return !(env && std::string(env) == "0");
+  }();
+  return caches;
+}
+
+std::unique_ptr<Allocator> make_cpu_allocator() {
+  if (cpu_allocator_caches()) return std::make_unique<CachingAllocator>(std::make_unique<HostMemoryResource>());
+  return std::make_unique<CpuAllocator>();
 }
 
 namespace {
