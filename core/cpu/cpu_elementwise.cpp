@@ -11,6 +11,7 @@
 #include "core/caching_allocator.h"
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_simd.h"
+#include "core/cpu_threads.h"
 #include "core/functor_visit.h"
 
 namespace mixtape::cpu {
@@ -132,44 +133,50 @@ bool flat_float_op(const Shape& out, const std::array<const Shape*, N>& ins, con
       same[k] = *ins[k] == out;
       if (!same[k] && ins[k]->numel() != 1) return false;
     }
+    // Element by element: large tensors split across threads (parallel_range), which changes nothing.
     if constexpr (std::is_same_v<T, float>) {
       if constexpr (N == 1) {
         if (!same[0]) return false;
         const float* px = in[0];
-        for (int64_t i = 0; i < total; ++i) po[i] = f(px[i]);
+        parallel_range(total, 2, [&](int64_t lo, int64_t hi) {
+          for (int64_t i = lo; i < hi; ++i) po[i] = f(px[i]);
+        });
       } else {
         const float* pa = in[0];
         const float* pb = in[1];
-        if (same[0] && same[1]) {
-          for (int64_t i = 0; i < total; ++i) po[i] = f(pa[i], pb[i]);
-        } else if (same[0]) {
-          const float vb = pb[0];
-          for (int64_t i = 0; i < total; ++i) po[i] = f(pa[i], vb);
-        } else if (same[1]) {
-          const float va = pa[0];
-          for (int64_t i = 0; i < total; ++i) po[i] = f(va, pb[i]);
-        } else {
-          return false;
-        }
+        if (!same[0] && !same[1]) return false;
+        parallel_range(total, 3, [&](int64_t lo, int64_t hi) {
+          if (same[0] && same[1]) {
+            for (int64_t i = lo; i < hi; ++i) po[i] = f(pa[i], pb[i]);
+          } else if (same[0]) {
+            const float vb = pb[0];
+            for (int64_t i = lo; i < hi; ++i) po[i] = f(pa[i], vb);
+          } else {
+            const float va = pa[0];
+            for (int64_t i = lo; i < hi; ++i) po[i] = f(va, pb[i]);
+          }
+        });
       }
       return true;
     } else {
       constexpr int64_t kBlock = 512;
-      alignas(64) float buf[N][kBlock];
-      alignas(64) float res[kBlock];
-      for (int k = 0; k < N; ++k)
-        if (!same[k]) std::fill(buf[k], buf[k] + kBlock, static_cast<float>(in[k][0]));
-      for (int64_t i0 = 0; i0 < total; i0 += kBlock) {
-        const int64_t len = std::min(kBlock, total - i0);
+      parallel_range((total + kBlock - 1) / kBlock, (N + 1) * kBlock, [&](int64_t b0, int64_t b1) {
+        alignas(64) float buf[N][kBlock];
+        alignas(64) float res[kBlock];
         for (int k = 0; k < N; ++k)
-          if (same[k]) widen(in[k] + i0, buf[k], len);
-        if constexpr (N == 1) {
-          for (int64_t j = 0; j < len; ++j) res[j] = f(buf[0][j]);
-        } else {
-          for (int64_t j = 0; j < len; ++j) res[j] = f(buf[0][j], buf[1][j]);
+          if (!same[k]) std::fill(buf[k], buf[k] + kBlock, static_cast<float>(in[k][0]));
+        for (int64_t i0 = b0 * kBlock; i0 < std::min(total, b1 * kBlock); i0 += kBlock) {
+          const int64_t len = std::min(kBlock, total - i0);
+          for (int k = 0; k < N; ++k)
+            if (same[k]) widen(in[k] + i0, buf[k], len);
+          if constexpr (N == 1) {
+            for (int64_t j = 0; j < len; ++j) res[j] = f(buf[0][j]);
+          } else {
+            for (int64_t j = 0; j < len; ++j) res[j] = f(buf[0][j], buf[1][j]);
+          }
+          narrow(res, po + i0, len);
         }
-        narrow(res, po + i0, len);
-      }
+      });
       return true;
     }
   }
@@ -236,11 +243,12 @@ void CpuBackend::cast(const Tensor& x, const Tensor& out) {
     dispatch_all(out.dtype(), [&](auto out_tag) {
       using T = typename decltype(out_tag)::type;
       T* po = static_cast<T*>(out.raw_data());
-      // float <-> f16/bf16: the vectorised conversions (bit-identical to the scalar ones below).
+      // float <-> f16/bf16: the vectorised conversions (bit-identical to the scalar ones below), split across
+      // threads when large (element by element: the split changes nothing).
       if constexpr (std::is_same_v<S, float> && (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>)) {
-        return narrow(px, po, n);
+        return parallel_range(n, 1, [&](int64_t lo, int64_t hi) { narrow(px + lo, po + lo, hi - lo); });
       } else if constexpr (std::is_same_v<T, float> && (std::is_same_v<S, Half> || std::is_same_v<S, BFloat16>)) {
-        return widen(px, po, n);
+        return parallel_range(n, 1, [&](int64_t lo, int64_t hi) { widen(px + lo, po + lo, hi - lo); });
       }
       for (int64_t i = 0; i < n; ++i) po[i] = cast_rules::convert<T>(px[i]);  // core/cast_rules.h
     });

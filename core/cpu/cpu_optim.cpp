@@ -5,6 +5,7 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_simd.h"
+#include "core/cpu_threads.h"
 
 namespace mixtape::cpu {
 
@@ -104,13 +105,16 @@ void CpuBackend::adam_update(const Tensor& param, const Tensor& grad, const Tens
       const int64_t n = param.numel();
       if constexpr (std::is_same_v<T, float>) {
         // float32 masters (the AMP case): the vector loop, in blocks so the compute copy is written while the
-        // block is in cache
+        // block is in cache; blocks split across threads when the parameter is large (elementwise: the split
+        // changes nothing)
         constexpr int64_t kBlock = 4096;
-        for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-          const int64_t len = std::min(kBlock, n - i0);
-          adam_f32(p + i0, g + i0, m + i0, v + i0, len, k);
-          if constexpr (!std::is_void_v<C>) narrow(p + i0, c + i0, len);
-        }
+        parallel_range((n + kBlock - 1) / kBlock, 8 * kBlock, [&](int64_t b0, int64_t b1) {
+          for (int64_t i0 = b0 * kBlock; i0 < std::min(n, b1 * kBlock); i0 += kBlock) {
+            const int64_t len = std::min(kBlock, n - i0);
+            adam_f32(p + i0, g + i0, m + i0, v + i0, len, k);
+            if constexpr (!std::is_void_v<C>) narrow(p + i0, c + i0, len);
+          }
+        });
       } else {
         for (int64_t i = 0; i < n; ++i) {
           A mv = static_cast<A>(m[i]), vv = static_cast<A>(v[i]);
