@@ -100,6 +100,8 @@ DataLoader::DataLoader(const Dataset& dataset, LoaderOptions options)
                 " inputs but ", dataset_.labels.size(0), " labels");
   MIXTAPE_CHECK(dataset_.inputs.device().is_cpu() && dataset_.labels.device().is_cpu(), what,
                 ": the data set must be on the CPU (batches are moved to a device by the trainer)");
+  MIXTAPE_CHECK(options_.world_size >= 1 && options_.rank >= 0 && options_.rank < options_.world_size, what,
+                ": rank ", options_.rank, " is not a rank of a world of ", options_.world_size);
 }
 
 void DataLoader::set_epoch(int64_t epoch) {
@@ -107,16 +109,32 @@ void DataLoader::set_epoch(int64_t epoch) {
   epoch_ = epoch;
 }
 
+int64_t DataLoader::num_samples() const {
+  const int64_t n = dataset_.size(), w = options_.world_size;
+  return w > 1 ? (n + w - 1) / w : n;
+}
+
 int64_t DataLoader::num_batches() const {
-  const int64_t n = dataset_.size(), b = options_.batch_size;
+  const int64_t n = num_samples(), b = options_.batch_size;
   return options_.drop_last ? n / b : (n + b - 1) / b;
 }
 
 std::vector<int64_t> DataLoader::order(int64_t epoch) const {
-  if (options_.shuffle) return shuffled_indices(dataset_.size(), options_.seed, epoch);
-  std::vector<int64_t> identity(static_cast<size_t>(dataset_.size()));
-  std::iota(identity.begin(), identity.end(), int64_t{0});
-  return identity;
+  std::vector<int64_t> all;
+  if (options_.shuffle) {
+    all = shuffled_indices(dataset_.size(), options_.seed, epoch);
+  } else {
+    all.resize(static_cast<size_t>(dataset_.size()));
+    std::iota(all.begin(), all.end(), int64_t{0});
+  }
+  const int64_t w = options_.world_size;
+  if (w <= 1 || all.empty()) return all;
+  // pad to a multiple of the world size with the first samples, then take every w-th from this rank's position
+  const int64_t per_rank = num_samples(), total = per_rank * w, n = static_cast<int64_t>(all.size());
+  std::vector<int64_t> mine;
+  mine.reserve(static_cast<size_t>(per_rank));
+  for (int64_t p = options_.rank; p < total; p += w) mine.push_back(all[static_cast<size_t>(p % n)]);
+  return mine;
 }
 
 // ---- one epoch's iteration ----

@@ -38,6 +38,13 @@ struct LoaderOptions {
   /// Build batches in page-locked host memory (cuda/pinned.h) so that `to(cuda)` is an asynchronous copy; set it
   /// when training on a GPU. A no-op in a build without CUDA or on a machine without a GPU (plain CPU tensors).
   bool pin_memory = false;
+  /// Sharding for data-parallel training (dist/): with world_size > 1, every rank draws the same permutation of the
+  /// epoch, pads it to a multiple of world_size by repeating its first samples (as PyTorch's DistributedSampler
+  /// does without drop_last), and iterates its own share: positions rank, rank + world_size, ... So every rank has
+  /// ceil(N / world_size) samples and the same number of batches (a rank with one batch fewer would leave the others
+  /// waiting in a collective), and a few samples are seen twice per epoch when N is not a multiple of world_size.
+  int rank = 0;
+  int world_size = 1;
   /// Optional hook applied to each batch as it is built (e.g. augmentation); runs on the prefetch thread when
   /// prefetch is on, and its exceptions reach the loop that consumes the batches.
   std::function<void(Batch&)> transform = nullptr;
@@ -59,9 +66,11 @@ class DataLoader {
   void set_epoch(int64_t epoch);
   /// The epoch the next loop will iterate.
   int64_t epoch() const { return epoch_; }
-  /// Batches per epoch: ceil(N / batch_size), or floor with drop_last.
+  /// Samples this rank iterates per epoch: N, or ceil(N / world_size) when sharded.
+  int64_t num_samples() const;
+  /// Batches per epoch: ceil(num_samples / batch_size), or floor with drop_last.
   int64_t num_batches() const;
-  /// The sample order of `epoch` (the identity when not shuffling).
+  /// The sample order of `epoch` for this rank (the identity when not shuffling; this rank's share when sharded).
   std::vector<int64_t> order(int64_t epoch) const;
   /// The data set iterated.
   const Dataset& dataset() const { return dataset_; }

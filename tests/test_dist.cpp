@@ -3,12 +3,14 @@
 // (2-rank collectives: tests/dist/, run by CTest through mpiexec.)
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "data/loader.h"
 #include "dist/dist.h"
 
 using namespace mixtape;
@@ -63,4 +65,46 @@ TEST_CASE("dist: without a launcher the world is one process and collectives cha
   CHECK(t.to_vector<float>() == std::vector<float>{1.5f, -2.0f});
   CHECK_THROWS_WITH(dist::broadcast(t, 1), Catch::Contains("root 1 is not a rank of a world of 1"));
   CHECK_THROWS_WITH(dist::all_reduce(Tensor(), dist::ReduceOp::sum), Catch::Contains("undefined"));
+}
+
+TEST_CASE("dist: a sharded DataLoader gives every rank its own share of the same shuffle, equal in size", "[dist][loader]") {
+  const int64_t n = 10;
+  std::vector<float> xs(static_cast<size_t>(n));
+  std::vector<int64_t> ys(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    xs[static_cast<size_t>(i)] = static_cast<float>(i);
+    ys[static_cast<size_t>(i)] = i;
+  }
+  data::Dataset ds;
+  ds.inputs = from_vector<float>(xs, Shape{n, 1});
+  ds.labels = from_vector<int64_t>(ys, Shape{n});
+  ds.num_classes = n;
+  ds.name = "ten";
+  for (int world : {1, 2, 3, 4}) {
+    INFO("world of " << world);
+    std::vector<int64_t> seen;
+    int64_t batches = -1;
+    const std::vector<int64_t> full = data::shuffled_indices(n, 7, 2);
+    for (int r = 0; r < world; ++r) {
+      data::DataLoader loader(ds, {.batch_size = 3, .seed = 7, .prefetch = false, .rank = r, .world_size = world});
+      CHECK(loader.num_samples() == (n + world - 1) / world);
+      if (batches >= 0) CHECK(loader.num_batches() == batches);  // the same number of batches on every rank
+      batches = loader.num_batches();
+      const std::vector<int64_t> mine = loader.order(2);
+      for (size_t k = 0; k < mine.size(); ++k)  // positions rank, rank + world, ... of the padded shuffle
+        CHECK(mine[k] == full[static_cast<size_t>((r + static_cast<int64_t>(k) * world) % n)]);
+      loader.set_epoch(2);
+      int64_t count = 0;
+      for (auto [x, y] : loader) {
+        for (int64_t v : y.to_vector<int64_t>()) seen.push_back(v);
+        count += y.numel();
+      }
+      CHECK(count == loader.num_samples());
+    }
+    std::sort(seen.begin(), seen.end());
+    const auto last = std::unique(seen.begin(), seen.end());
+    CHECK(last - seen.begin() == n);  // every sample at least once
+    CHECK(static_cast<int64_t>(seen.size()) == (n + world - 1) / world * world);
+  }
+  CHECK_THROWS_WITH(data::DataLoader(ds, {.rank = 2, .world_size = 2}), Catch::Contains("rank 2 is not a rank of a world of 2"));
 }
