@@ -123,6 +123,7 @@ void GradScaler::unscale_grads() {
     }
     for (const Tensor& g : grads) g.bump_version();
   }
+  if (options_.reduce_found_inf) options_.reduce_found_inf(found_inf_);
   inf_checked_ = !groups.empty();
   ever_checked_ = ever_checked_ || inf_checked_;
 }

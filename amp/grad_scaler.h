@@ -22,6 +22,7 @@
 // or growth computes float32(double(scale) * factor); the per-step stage machine (READY -> UNSCALED -> STEPPED,
 // reset by update()) raises the same errors. Differences from PyTorch are listed on GradScaler below.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -47,6 +48,11 @@ struct GradScalerOptions {
   /// 0 = unlimited; else step() throws mixtape::Error when this many steps in a row were skipped, naming the
   /// parameters whose gradients were non-finite and the current scale.
   int max_consecutive_skips = 0;
+  /// Called with the one-element found-inf flag (f32 on the scaler's device) after each unscale's checks, before
+  /// anything reads it: the place to combine it across processes, so that every rank applies or skips the same
+  /// steps and keeps the same scale (dist::DataParallel::attach sets it to a MAX all-reduce). Null: this process
+  /// decides alone.
+  std::function<void(const Tensor&)> reduce_found_inf = nullptr;
 };
 
 /// Scales the loss so that small float16 gradients do not flush to zero, then unscales the gradients of one
@@ -118,6 +124,8 @@ class GradScaler {
   Device device() const { return device_; }
   /// The options in use (restored by load_state_dict, except `enabled`).
   const GradScalerOptions& options() const { return options_; }
+  /// Sets GradScalerOptions::reduce_found_inf after construction.
+  void set_reduce_found_inf(std::function<void(const Tensor&)> reduce) { options_.reduce_found_inf = std::move(reduce); }
 
   /// The state needed to resume, as 0-d CPU tensors: "scale", "growth_factor", "backoff_factor",
   /// "min_scale", "max_scale" (float64) and "growth_tracker", "hysteresis_tracker", "skipped_steps",
