@@ -1,5 +1,7 @@
 #include "apps/compare_command.h"
 
+#include "dist/dist.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -106,17 +108,22 @@ CLI::App* add_compare_command(CLI::App& app, CompareOptions& o) {
 int run_compare_command(const CompareOptions& o) {
   MIXTAPE_CHECK(!o.precisions.empty(), "--precisions: give at least one of fp32, fp16, bf16");
   check_destinations(o);
+  const bool main_rank = dist::is_main();  // under mpirun every rank trains; rank 0 reports
+  std::ostream null_out(nullptr);
+  std::ostream& out = main_rank ? std::cout : null_out;
+  std::ostream& err = main_rank ? std::cerr : null_out;
   std::vector<TrainResult> runs;
   std::vector<std::pair<std::string, std::string>> series;
   for (const std::string& precision : o.precisions) {
     TrainConfig c = o.base;
     c.precision = precision;
     c.log_path = csv_path(o, precision);
-    std::cerr << "== " << c.model << " in " << precision << " ==\n";
+    err << "== " << c.model << " in " << precision << " ==\n";
     runs.push_back(train(c, std::cerr));
     series.emplace_back(precision, c.log_path);
-    if (o.json) std::cout << to_json(runs.back()).dump() << std::endl;
+    if (o.json) out << to_json(runs.back()).dump() << std::endl;
   }
+  if (!main_rank) return 0;
   if (!o.json) {
     std::cout << "\n" << o.base.model << " on " << runs.front().device << ", " << runs.front().epochs << " epoch(s), batch "
               << o.base.batch << ", " << o.base.optimizer << " lr " << o.base.lr << ", seed " << o.base.seed << "\n"

@@ -23,6 +23,7 @@
 #include "autograd/tape.h"
 #include "core/cpu_kernels.h"
 #include "core/cpu_threads.h"
+#include "dist/dist.h"
 #include "core/cpu/cpu_backend.h"
 #include "core/cpu/cpu_simd.h"
 #include "core/error.h"
@@ -267,6 +268,24 @@ int run_demo(const DemoOptions& o) {
 
 }  // namespace
 
+namespace {
+/// " on rank R of N" when several ranks train together, else "".
+std::string rank_tag() {
+  return mixtape::dist::world_size() > 1 ? " on rank " + std::to_string(mixtape::dist::rank()) + " of " +
+                                               std::to_string(mixtape::dist::world_size())
+                                         : std::string();
+}
+/// A rank that failed ends every rank (the others would wait for it in their next collective); returns `code` in
+/// a world of one.
+int end_ranks(int code) {
+  if (mixtape::dist::world_size() > 1) {
+    std::cerr << std::flush;
+    mixtape::dist::abort_all(code);
+  }
+  return code;
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"mixtape " MIXTAPE_VERSION_STRING
                ": a C++20 training framework for automatic mixed precision (float16/bfloat16 where safe, "
@@ -329,17 +348,20 @@ int main(int argc, char** argv) {
   }
 
   try {
+    // Under an MPI launcher (mpirun -np N mixtape train ...) the ranks find each other here; otherwise a world of
+    // one process, with nothing started.
+    if (app.got_subcommand("train") || app.got_subcommand("compare")) mixtape::dist::init();
     if (app.got_subcommand("info")) return run_info();
     if (app.got_subcommand("demo")) return run_demo(demo);
     if (app.got_subcommand("train")) return mixtape::app::run_train_command(train_config, train_json);
     if (app.got_subcommand("compare")) return mixtape::app::run_compare_command(compare_options);
     if (app.got_subcommand("bench")) return mixtape::app::run_bench_command(bench_options);
   } catch (const mixtape::Error& e) {
-    std::cerr << "mixtape: error: " << e.what() << "\n";
-    return 1;
+    std::cerr << "mixtape: error" << rank_tag() << ": " << e.what() << "\n";
+    return end_ranks(1);
   } catch (const std::exception& e) {
-    std::cerr << "mixtape: internal error: " << e.what() << "\n";
-    return 2;
+    std::cerr << "mixtape: internal error" << rank_tag() << ": " << e.what() << "\n";
+    return end_ranks(2);
   }
   return 0;
 }

@@ -1,5 +1,7 @@
 #include "apps/train_command.h"
 
+#include "dist/dist.h"
+
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
@@ -73,12 +75,14 @@ CLI::App* add_train_command(CLI::App& app, TrainConfig& c, bool& json) {
 
 int run_train_command(const TrainConfig& config, bool json) {
   const TrainResult r = train(config, std::cerr);
+  if (!dist::is_main()) return 0;  // under mpirun: rank 0 reports
   if (!r.amp_report.empty()) (json ? std::cerr : std::cout) << "autocast report (" << r.steps << " steps):\n" << r.amp_report;
   if (json) {
     std::cout << to_json(r).dump() << std::endl;
   } else {
     std::cout << std::fixed << "model " << r.model << " (" << r.precision << ") on " << r.device << ": " << r.epochs
-              << " epoch(s), " << r.steps << " steps, batch " << r.batch << "\n"
+              << " epoch(s), " << r.steps << " steps, batch " << r.batch
+              << (r.world_size > 1 ? " per rank x " + std::to_string(r.world_size) + " ranks" : std::string()) << "\n"
               << std::setprecision(0) << "  throughput  " << r.samples_per_s << " samples/s (" << std::setprecision(1)
               << r.train_seconds << " s training)\n"
               << std::setprecision(4) << "  final loss  " << r.final_loss << "\n"

@@ -22,6 +22,8 @@
 #include "autograd/ops.h"
 #include "core/backend.h"
 #include "core/cpu_kernels.h"
+#include "dist/data_parallel.h"
+#include "dist/dist.h"
 #include "core/cpu_threads.h"
 #include "core/gemm_settings.h"
 #include "core/json_limits.h"
@@ -134,6 +136,9 @@ nlohmann::json to_json(const TrainResult& r) {
           {"device", r.device},
           {"epochs", r.epochs},
           {"batch", r.batch},
+          {"world_size", r.world_size},
+          {"global_batch", r.batch * r.world_size},
+          {"comm_bytes_per_step", r.comm_bytes_per_step},
           {"steps", r.steps},
           {"samples", r.samples},
           {"samples_per_s", r.samples_per_s},
@@ -167,11 +172,19 @@ void check_resumable(const Checkpoint& ck, const TrainConfig& c) {
     MIXTAPE_CHECK(!saved.config.contains(key) || saved.config[key] == run[key], "--resume ", path,
                   ": the checkpoint was made with ", key, "=", json_limits::brief(saved.config[key]), " but this run has ",
                   key, "=", run[key].dump(), "; resuming exactly needs the same value");
+  const int64_t saved_world = saved.config.value("world_size", int64_t{1});
+  MIXTAPE_CHECK(saved_world == dist::world_size(), "--resume ", path, ": the checkpoint was made on ", saved_world,
+                " rank(s) but this run has ", dist::world_size(), "; resuming exactly needs the same number of ranks (each "
+                "rank's share of the data depends on it)");
   MIXTAPE_CHECK(saved.epoch < c.epochs, "--resume ", path, ": the checkpoint has already completed ", saved.epoch,
                 " epoch(s); ask for more with --epochs N (N > ", saved.epoch, ")");
 }
 
-TrainResult train(const TrainConfig& c, std::ostream& log) {
+TrainResult train(const TrainConfig& c, std::ostream& all_log) {
+  // Several ranks (mpirun): rank 0 prints, logs and saves; the others stay quiet.
+  std::ostream null_log(nullptr);
+  std::ostream& log = dist::is_main() ? all_log : null_log;
+  const int world = dist::world_size();
   MIXTAPE_CHECK(c.epochs >= 1, "--epochs must be at least 1, got ", c.epochs);
   MIXTAPE_CHECK(c.batch >= 1, "--batch must be at least 1, got ", c.batch);
   MIXTAPE_CHECK(std::isfinite(c.lr) && c.lr > 0, "--lr must be a positive number, got ", c.lr);
@@ -180,8 +193,10 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   // Where the run writes is checked before anything trains, so a bad path costs seconds, not an epoch.
   if (!c.save_path.empty()) check_output_path(c.save_path, "--save", OutputWrite::replace_by_rename);
   if (!c.log_path.empty()) check_output_path(c.log_path, "--log", OutputWrite::in_place);
-  if (!c.save_path.empty()) remove_stale_temporaries(c.save_path, log);
+  if (!c.save_path.empty() && dist::is_main()) remove_stale_temporaries(c.save_path, log);
   const Device device = resolve_device(c.device);
+  MIXTAPE_CHECK(world == 1 || device.is_cpu(), "training on ", world, " ranks runs on the CPU (over MPI); the GPU path "
+                "(NCCL) is not built yet: use --device cpu");
   set_allow_tf32(c.tf32);  // process-wide, like torch.backends.cuda.matmul.allow_tf32; off unless asked for
   // The CPU kernels' thread count and implementation are process-wide: set for this run, restored after it.
   struct CpuSettingsGuard {
@@ -211,12 +226,19 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(c, model->parameters());
   // fp16 needs loss scaling (its gradients underflow); bf16 has float32's range and does not by default.
   amp::GradScaler scaler(*opt, amp::GradScalerOptions{.enabled = scaling, .max_consecutive_skips = 100});
+  // Several ranks: rank 0's weights everywhere, gradients averaged after backward, one skip decision.
+  std::optional<dist::DataParallel> dp;
+  if (world > 1) {
+    dp.emplace(model);
+    dp->attach(scaler);
+  }
   const std::string dir = c.data_dir.empty() ? data::default_fashion_mnist_dir() : c.data_dir;
   const data::Dataset train_set = data::load_fashion_mnist(dir, true, c.limit);
   const data::Dataset test_set = data::load_fashion_mnist(dir, false, c.test_limit);
 
   RunState state;
   state.config = to_json(c);
+  state.config["world_size"] = world;
   if (!c.resume_path.empty()) {
     const Checkpoint ck = read_checkpoint(c.resume_path);
     const RunState& saved = ck.state;
@@ -230,7 +252,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   }
 
   std::ofstream csv;
-  if (!c.log_path.empty()) {
+  if (!c.log_path.empty() && dist::is_main()) {
     errno = 0;
     csv.open(c.log_path, c.resume_path.empty() ? std::ios::trunc : std::ios::app);
     const int err = errno;  // the failed open's reason, read before anything else can change it
@@ -239,8 +261,9 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   }
 
   // On a GPU the batches are built in pinned memory, so their copies to the device are asynchronous.
+  // Several ranks: the same shuffle, each rank its own share (data/loader.h); --batch is per rank.
   data::DataLoader loader(train_set, {.batch_size = c.batch, .shuffle = true, .drop_last = false, .seed = c.seed,
-                                      .pin_memory = device.is_cuda()});
+                                      .pin_memory = device.is_cuda(), .rank = dist::rank(), .world_size = world});
   const int64_t steps_per_epoch = loader.num_batches();
   Progress progress(log, c.progress, steps_per_epoch * (c.epochs - state.epoch));
 
@@ -248,6 +271,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   r.model = c.model;
   r.device = device.to_string();
   r.batch = c.batch;
+  r.world_size = world;
   empty_cache(device);  // blocks cached by an earlier run in this process (compare) do not count as this run's
   reset_peak_memory(device);
   if (c.amp_report) {
@@ -256,6 +280,7 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   }
   double train_seconds = 0;
   int64_t run_steps = 0, run_samples = 0;
+  const int64_t comm_before = dist::bytes_communicated();
   double loss_value = NAN;
   // Reading a loss on the host waits for the device; on a GPU the losses are read in groups (see trainer.h).
   const size_t read_interval = device.is_cpu() ? 1 : static_cast<size_t>(kDeviceLossReadInterval);
@@ -295,11 +320,12 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
       {
         std::optional<amp::Autocast> autocast;
         if (use_amp) autocast.emplace(device, lower);
-        loss = cross_entropy(model->forward(xd), yd);
+        loss = cross_entropy(dp ? dp->forward(xd) : model->forward(xd), yd);
       }
       r.activation_bytes = std::max(r.activation_bytes, thread_net_bytes(device) - held_before);
       opt->zero_grad();
       backward(scaler.scale(loss));
+      if (dp) dp->sync_gradients();
       const bool applied = scaler.step();
       // The scale this step used (update() changes it); read only for the CSV (a host read when scaling).
       const double scale_used = csv.is_open() ? scaler.get_scale() : 1.0;
@@ -308,8 +334,13 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
       ++state.step;
       ++run_steps;
       ++epoch_steps;
-      run_samples += x.size(0);
-      pending.push_back({state.step, epoch + 1, loss.detach(), lr_used, scale_used, applied});
+      run_samples += x.size(0) * world;  // every rank trains a batch of this size
+      Tensor reported = loss.detach();
+      if (dp) {  // the mean over the ranks' batches: what one process would report for the global batch
+        reported = reported.clone();
+        dist::all_reduce(reported, dist::ReduceOp::avg);
+      }
+      pending.push_back({state.step, epoch + 1, reported, lr_used, scale_used, applied});
       if (pending.size() >= read_interval) flush();
     }
     flush();
@@ -324,7 +355,10 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
     if (!c.save_path.empty()) {
       state.rng_seed = default_generator().seed();
       state.rng_offset = default_generator().offset();
-      save_checkpoint(c.save_path, *model, *opt, scaler.state_dict(), state);
+      // Rank 0 writes (every rank holds the same state); the others wait, so none runs ahead of a file it may
+      // be asked to resume from.
+      if (dist::is_main()) save_checkpoint(c.save_path, *model, *opt, scaler.state_dict(), state);
+      dist::barrier();
     }
   }
   if (csv.is_open()) csv.flush();
@@ -332,6 +366,8 @@ TrainResult train(const TrainConfig& c, std::ostream& log) {
   r.steps = state.step;
   r.samples = run_samples;
   r.train_seconds = train_seconds;
+  r.comm_bytes_per_step =
+      run_steps > 0 ? static_cast<double>(dist::bytes_communicated() - comm_before) / static_cast<double>(run_steps) : 0;
   r.samples_per_s = train_seconds > 0 ? static_cast<double>(run_samples) / train_seconds : 0;
   r.final_loss = loss_value;
   const MemoryStats mem = memory_stats(device);  // the device allocator's counters (tensors only)

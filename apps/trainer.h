@@ -50,10 +50,12 @@ struct TrainConfig {
 /// What a run measured (the --json fields).
 struct TrainResult {
   std::string model, precision = "fp32", device;
-  int64_t epochs = 0, batch = 0, steps = 0, samples = 0;
-  double samples_per_s = 0, train_seconds = 0, final_loss = 0, test_acc = 0;
+  int64_t epochs = 0, batch = 0, steps = 0, samples = 0;  ///< batch: per rank; samples: over all ranks
+  int world_size = 1;            ///< processes training together (dist/); the global batch is batch * world_size
+  double comm_bytes_per_step = 0;  ///< bytes this rank sent per step through the collectives (payload; 0 alone)
+  double samples_per_s = 0, train_seconds = 0, final_loss = 0, test_acc = 0;  ///< samples/s over all ranks
   int64_t peak_mem_bytes = 0;       ///< peak bytes held by tensors on the training device (its allocator)
-  int64_t peak_reserved_bytes = 0;  ///< peak bytes the device allocator reserved (cache included; = peak on CPU)
+  int64_t peak_reserved_bytes = 0;  ///< peak bytes the device allocator reserved (its cache included)
   int64_t skipped_steps = 0;     ///< optimizer steps the GradScaler skipped (inf/NaN gradients)
   double loss_scale = 1.0;       ///< final loss scale (1 without a scaler)
   int64_t activation_bytes = 0;  ///< bytes a forward pass keeps alive for backward (max over steps)
