@@ -68,3 +68,14 @@ if(rc EQUAL 0 OR NOT err MATCHES "made on 2 rank\\(s\\) but this run has 1")
   message(FATAL_ERROR "a 1-process resume of a 2-rank checkpoint was not refused (exit ${rc}):\n${err}")
 endif()
 message(STATUS "resume on 2 ranks exact (${loss_resumed}); a 1-process resume refused")
+
+# a rank that fails mid-run (rank 1's data directory lacks the files; rank 0 is fine) ends both ranks with an
+# error naming it, instead of leaving rank 0 waiting in its next collective (the test's timeout catches a hang)
+file(MAKE_DIRECTORY "${WORK}/empty")
+execute_process(COMMAND ${MPIEXEC} -n 1 "${MIXTAPE}" ${common} --epochs 1 : -n 1 "${MIXTAPE}" ${common} --epochs 1
+                        --data "${WORK}/empty"
+                OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc TIMEOUT 120)
+if(rc EQUAL 0 OR NOT err MATCHES "error on rank 1 of 2: Fashion-MNIST")
+  message(FATAL_ERROR "a failing rank 1 did not end the run with an error naming it (exit ${rc}):\n${err}")
+endif()
+message(STATUS "a failing rank 1 ended both ranks (exit ${rc})")
