@@ -529,7 +529,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   cmd->add_option("--device", o.device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--threads", o.threads, "CPUs to run on (0: all)")->capture_default_str()->check(CLI::Range(0, 4096));
   cmd->add_option("--cpu-kernels", o.cpu_kernels,
-                  "CPU matrix products on auto (oneDNN where it pays on this CPU), onednn or eigen "
+                  "CPU matrix products and convolutions on auto (oneDNN where it pays on this CPU), onednn or eigen "
                   "(default: MIXTAPE_CPU_KERNELS, else auto)")
       ->check(CLI::IsMember({"auto", "onednn", "eigen"}));
   std::string models;

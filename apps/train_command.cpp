@@ -37,8 +37,13 @@ void add_run_options(CLI::App* cmd, TrainConfig& c) {
   cmd->add_option("--threads", c.threads,
                   "CPU threads for the CPU kernels (default: OMP_NUM_THREADS, else the CPUs this process may run on)")
       ->check(CLI::Range(1, 64));
+  cmd->add_option("--grad-comm", c.grad_comm,
+                  "Under mpirun: the dtype gradients are averaged in across the ranks; bf16 or fp16 halve the bytes "
+                  "sent at the cost of rounding each gradient to 16 bits first")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cmd->add_option("--cpu-kernels", c.cpu_kernels,
-                  "CPU matrix products on auto (oneDNN where it pays on this CPU), onednn or eigen "
+                  "CPU matrix products and convolutions on auto (oneDNN where it pays on this CPU), onednn or eigen "
                   "(default: MIXTAPE_CPU_KERNELS, else auto)")
       ->check(CLI::IsMember({"auto", "onednn", "eigen"}));
 }

@@ -229,7 +229,8 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
   // Several ranks: rank 0's weights everywhere, gradients averaged after backward, one skip decision.
   std::optional<dist::DataParallel> dp;
   if (world > 1) {
-    dp.emplace(model);
+    dp.emplace(model, dist::DataParallelOptions{.gradient_dtype = c.grad_comm == "fp32" ? DType::f32
+                                                                  : precision_dtype(c.grad_comm)});
     dp->attach(scaler);
   }
   const std::string dir = c.data_dir.empty() ? data::default_fashion_mnist_dir() : c.data_dir;

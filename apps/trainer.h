@@ -45,6 +45,7 @@ struct TrainConfig {
   bool progress = true;           ///< progress on stderr
   int threads = 0;                ///< CPU threads for the CPU kernels (0: the default, see core/cpu_threads.h)
   std::string cpu_kernels;        ///< auto, onednn or eigen (core/cpu_kernels.h); empty: MIXTAPE_CPU_KERNELS/auto
+  std::string grad_comm = "fp32";  ///< under mpirun: the dtype gradients travel in (fp32, bf16, fp16; dist/data_parallel.h)
 };
 
 /// What a run measured (the --json fields).

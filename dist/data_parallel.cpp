@@ -7,6 +7,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/kernels.h"
 #include "dist/dist.h"
 
 namespace mixtape::dist {
@@ -48,6 +49,9 @@ DataParallel::DataParallel(std::shared_ptr<nn::Module> module, DataParallelOptio
   MIXTAPE_CHECK(module_ != nullptr, "DataParallel: the module is null");
   MIXTAPE_CHECK(options_.bucket_bytes >= 1, "DataParallel: bucket_bytes must be positive, got ", options_.bucket_bytes);
   MIXTAPE_CHECK(initialized(), "DataParallel: call dist::init() first");
+  MIXTAPE_CHECK(options_.gradient_dtype == DType::f32 || options_.gradient_dtype == DType::bf16 ||
+                    options_.gradient_dtype == DType::f16,
+                "DataParallel: gradient_dtype must be f32, bf16 or f16, got ", dtype_name(options_.gradient_dtype));
   for (const auto& [name, p] : module_->named_parameters()) check_cpu(p, "parameter " + name);
   for (const auto& [name, b] : module_->named_buffers()) check_cpu(b, "buffer " + name);
   if (world_size() == 1) return;
@@ -82,6 +86,7 @@ void DataParallel::sync_gradients() {
   all_reduce(present, ReduceOp::max);
   for (const Bucket& b : make_buckets(params, options_.bucket_bytes)) {
     const size_t esize = dtype_size(b.dtype);
+    // the bucket in the gradients' own dtype, then (compression) in the wire dtype
     const Tensor flat = Tensor::empty(Shape{b.elements}, b.dtype);
     char* dst = static_cast<char*>(flat.raw_data());
     bool any = false;
@@ -98,7 +103,10 @@ void DataParallel::sync_gradients() {
       dst += bytes;
     }
     if (!any) continue;  // no rank has a gradient for this bucket (every rank agrees: `present` is shared)
-    all_reduce(flat, ReduceOp::avg);
+    const bool compress = options_.gradient_dtype != b.dtype && is_floating(b.dtype);
+    const Tensor wire = compress ? kernels::cast(flat, options_.gradient_dtype) : flat;
+    all_reduce(wire, ReduceOp::avg);
+    if (compress) backend_for(flat.device()).cast(wire, flat);
     const char* src = static_cast<const char*>(flat.raw_data());
     for (size_t i = b.begin; i < b.end; ++i) {
       const size_t bytes = static_cast<size_t>(params[i].numel()) * esize;
@@ -130,7 +138,10 @@ int64_t DataParallel::num_buckets() const {
 
 int64_t DataParallel::bytes_per_sync() const {
   int64_t bytes = 0;
-  for (const Tensor& p : module_->parameters()) bytes += static_cast<int64_t>(p.nbytes());
+  for (const Tensor& p : module_->parameters()) {
+    const bool compress = options_.gradient_dtype != p.dtype() && is_floating(p.dtype());
+    bytes += p.numel() * static_cast<int64_t>(dtype_size(compress ? options_.gradient_dtype : p.dtype()));
+  }
   return bytes;
 }
 

@@ -39,6 +39,12 @@ struct DataParallelOptions {
   /// Broadcast rank 0's buffers (BatchNorm running statistics) before every forward, as DDP's broadcast_buffers:
   /// all ranks then evaluate with the same statistics. Off: each rank keeps its own running statistics.
   bool broadcast_buffers = true;
+  /// The dtype gradients travel in: f32 (as they are), or bf16 / f16 to halve the bytes sent, like DDP's
+  /// compression hooks. A compressed gradient is rounded to 16 bits before the sum (bf16 keeps 8 significant bits:
+  /// a relative error up to 2^-9 per element, and the sum of 2 ranks is rounded once more; f16 also flushes
+  /// gradients under 6e-8, and overflows above 65504 unless the loss scale keeps them in range), then widened back
+  /// into the float32 gradient.
+  DType gradient_dtype = DType::f32;
 };
 
 class DataParallel {

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "core/half.h"
+
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/kernels.h"
@@ -178,24 +180,60 @@ std::string description() {
 #endif
 }
 
+#if MIXTAPE_HAVE_MPI
+namespace {
+/// MPI reduction operators on 16-bit floats (as MPI_UINT16_T): each pairwise sum or maximum is computed in float32
+/// and the sum rounded to the type (to nearest even); a NaN wins a maximum.
+template <class H>
+void sum16(void* in, void* inout, int* len, MPI_Datatype*) {
+  const H* a = static_cast<const H*>(in);
+  H* b = static_cast<H*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = H(static_cast<float>(a[i]) + static_cast<float>(b[i]));
+}
+template <class H>
+void max16(void* in, void* inout, int* len, MPI_Datatype*) {
+  const H* a = static_cast<const H*>(in);
+  H* b = static_cast<H*>(inout);
+  for (int i = 0; i < *len; ++i) {
+    const float x = static_cast<float>(a[i]), y = static_cast<float>(b[i]);
+    if (y != y) continue;
+    if (x != x || x > y) b[i] = a[i];
+  }
+}
+/// The operator for a 16-bit dtype and reduction (created once, after MPI_Init).
+MPI_Op op16(DType dt, bool max) {
+  static MPI_Op ops[2][2] = {{MPI_OP_NULL, MPI_OP_NULL}, {MPI_OP_NULL, MPI_OP_NULL}};
+  static std::once_flag once;
+  std::call_once(once, [] {
+    MPI_Op_create(&sum16<Half>, 1, &ops[0][0]);
+    MPI_Op_create(&max16<Half>, 1, &ops[0][1]);
+    MPI_Op_create(&sum16<BFloat16>, 1, &ops[1][0]);
+    MPI_Op_create(&max16<BFloat16>, 1, &ops[1][1]);
+  });
+  return ops[dt == DType::bf16 ? 1 : 0][max ? 1 : 0];
+}
+}  // namespace
+#endif
+
 void all_reduce(const Tensor& t, ReduceOp op) {
   check_tensor(t, "all_reduce");
   if (!several()) return;  // one rank: the sum, the average and the maximum are t itself
 #if MIXTAPE_HAVE_MPI
-  const bool narrow16 = t.dtype() == DType::f16 || t.dtype() == DType::bf16;
-  const Tensor buf = narrow16 ? kernels::cast(t, DType::f32) : t;
-  const MPI_Datatype type = mpi_type(buf.dtype());
-  MIXTAPE_CHECK(type != MPI_DATATYPE_NULL, "dist::all_reduce: unsupported dtype ", dtype_name(t.dtype()));
   MIXTAPE_CHECK(t.numel() <= INT32_MAX, "dist::all_reduce: ", t.numel(), " elements is more than one MPI call takes");
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf.raw_data(), static_cast<int>(buf.numel()), type,
-                          op == ReduceOp::max ? MPI_MAX : MPI_SUM, MPI_COMM_WORLD),
+  const bool half = t.dtype() == DType::f16 || t.dtype() == DType::bf16;
+  const MPI_Datatype type = half ? MPI_UINT16_T : mpi_type(t.dtype());
+  MIXTAPE_CHECK(type != MPI_DATATYPE_NULL, "dist::all_reduce: unsupported dtype ", dtype_name(t.dtype()));
+  const MPI_Op mpi_op = half ? op16(t.dtype(), op == ReduceOp::max) : op == ReduceOp::max ? MPI_MAX : MPI_SUM;
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()), type, mpi_op, MPI_COMM_WORLD),
             "MPI_Allreduce");
   g_bytes.fetch_add(static_cast<int64_t>(t.nbytes()), std::memory_order_relaxed);
-  if (op == ReduceOp::avg) {
-    const Tensor n = kernels::cast(scalar_tensor(static_cast<double>(world_size()), DType::f64), buf.dtype());
-    backend_for(buf.device()).binary(BinaryOp::div, buf, n, buf);
+  if (op == ReduceOp::avg) {  // the sum divided by the world size, in the accumulate type, rounded once
+    const DType acc = is_floating(t.dtype()) && t.dtype() != DType::f64 ? DType::f32 : DType::f64;
+    const Tensor wide = t.dtype() == acc ? t : kernels::cast(t, acc);
+    const Tensor n = kernels::cast(scalar_tensor(static_cast<double>(world_size()), DType::f64), acc);
+    backend_for(wide.device()).binary(BinaryOp::div, wide, n, wide);
+    if (!wide.is_same(t)) backend_for(t.device()).cast(wide, t);
   }
-  if (narrow16) backend_for(t.device()).cast(buf, t);  // rounded once
   t.bump_version();
 #else
   (void)op;

@@ -9,9 +9,11 @@
 //   if (dist::is_main()) save(...);
 //
 // Collectives are blocking and in place, on CPU tensors, and every rank must call them in the same order with
-// tensors of the same shape and dtype. f32, f64 and i64 travel as they are; f16 and bf16 are widened to float32,
-// reduced in float32 and rounded once. A sum over 2 ranks is the same bits on both ranks and run to run; from 3 ranks
-// up the bits depend on MPI's algorithm (the same on every rank of one run).
+// tensors of the same shape and dtype. Every dtype travels as it is (f16 and bf16 in 2 bytes: each pairwise sum is
+// computed in float32 and rounded to the type, so a sum over 2 ranks is rounded once, over N ranks up to N - 1
+// times); an average is the sum divided by the world size in float32 (float64 for f64), rounded once more. A sum
+// over 2 ranks is the same bits on both ranks and run to run; from 3 ranks up the bits depend on MPI's algorithm
+// (the same on every rank of one run).
 #include <functional>
 #include <string>
 

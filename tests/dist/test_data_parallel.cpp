@@ -12,6 +12,7 @@
 #include "amp/grad_scaler.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
+#include "core/half.h"
 #include "core/random.h"
 #include "dist/data_parallel.h"
 #include "dist/dist.h"
@@ -160,4 +161,38 @@ TEST_CASE("data parallel: inside no_sync the gradients stay this rank's own", "[
   CHECK_FALSE(same_on_all_ranks(params_hash(*net) ^ static_cast<int64_t>(local[0] * 1e6)));  // the ranks differ
   dp.sync_gradients();
   CHECK(grad_of(net->parameters()[0]) != local);
+}
+
+TEST_CASE("data parallel: bf16 gradients halve the bytes and equal the rounded average, bit for bit", "[dist]") {
+  clear_tape();
+  manual_seed(19);
+  auto net = make_net();
+  dist::DataParallel dp(net, {.gradient_dtype = DType::bf16});
+  CHECK(dp.bytes_per_sync() == (8 * 16 + 16 + 16 * 3 + 3) * 2);
+  auto ref = make_net();
+  ref->load_state_dict(net->state_dict());
+  std::vector<std::vector<float>> g[2];
+  for (int r : {0, 1}) {
+    zero_grad(ref->parameters());
+    const auto [x, y] = shard(r, 1);
+    backward(cross_entropy(ref->forward(x), y));
+    for (const Tensor& p : ref->parameters()) g[r].push_back(grad_of(p));
+  }
+  const auto [x, y] = shard(dist::rank(), 1);
+  const int64_t before = dist::bytes_communicated();
+  backward(cross_entropy(dp.forward(x), y));
+  dp.sync_gradients();
+  CHECK(dist::bytes_communicated() - before >= dp.bytes_per_sync());
+  const std::vector<Tensor> params = net->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::vector<float> got = grad_of(params[i]);
+    size_t bad = 0;
+    for (size_t k = 0; k < got.size(); ++k) {
+      // each rank's gradient rounded to bf16, their sum rounded to bf16, halved (exact), widened
+      const float a = static_cast<float>(BFloat16(g[0][i][k])), b = static_cast<float>(BFloat16(g[1][i][k]));
+      const float want = static_cast<float>(BFloat16(a + b)) / 2.0f;
+      if (std::memcmp(&got[k], &want, sizeof(float)) != 0) ++bad;
+    }
+    CHECK(bad == 0);
+  }
 }
