@@ -22,14 +22,14 @@
 #include "autograd/ops.h"
 #include "core/backend.h"
 #include "core/cpu_kernels.h"
-#include "dist/data_parallel.h"
-#include "dist/dist.h"
 #include "core/cpu_threads.h"
 #include "core/gemm_settings.h"
 #include "core/json_limits.h"
 #include "core/kernels.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "dist/data_parallel.h"
+#include "dist/dist.h"
 #include "optim/optimizer.h"
 
 namespace mixtape::app {
@@ -48,21 +48,25 @@ Device resolve_device(const std::string& name) {
 }
 
 /// Fraction of correctly classified samples, in batches, without recording. The count stays on the device
-/// (float32 sums of whole numbers, exact below 2^24 samples) and is read once at the end.
+/// (float32 sums of whole numbers, exact below 2^24 samples) and is read once at the end. Several ranks share the
+/// batches (rank r takes batches r, r + N, ...) and add up their counts.
 double evaluate(nn::Module& model, const data::Dataset& ds, Device device) {
   NoGradGuard no_grad;
   model.eval();
   data::DataLoader loader(ds, {.batch_size = 1000, .shuffle = false, .prefetch = false, .pin_memory = device.is_cuda()});
-  Tensor correct;  // (), on the device
-  for (auto [x, y] : loader) {
-    const Tensor yd = y.to(device);
-    const Tensor pred = kernels::argmax(model.forward(x.to(device)), -1, false);
+  const int world = dist::world_size(), me = dist::rank();
+  Tensor correct = scalar_tensor(0.0, DType::f32, device);
+  for (const data::Batch& batch : loader) {
+    if (batch.index % world != me) continue;
+    const Tensor yd = batch.labels.to(device);
+    const Tensor pred = kernels::argmax(model.forward(batch.inputs.to(device)), -1, false);
     const Tensor hits = kernels::cast(kernels::binary(BinaryOp::eq, pred, yd), DType::f32);
     const Tensor n = kernels::reduce(ReduceOp::sum, hits, {}, false);
-    correct = correct.defined() ? kernels::binary(BinaryOp::add, correct, n) : n;
+    correct = kernels::binary(BinaryOp::add, correct, n);
   }
+  if (world > 1) dist::all_reduce(correct, dist::ReduceOp::sum);  // CPU tensors (several ranks train on the CPU)
   model.train();
-  return ds.size() && correct.defined() ? correct.item() / static_cast<double>(ds.size()) : 0.0;
+  return ds.size() ? correct.item() / static_cast<double>(ds.size()) : 0.0;
 }
 
 /// One training step whose loss has not been read on the host yet (see kDeviceLossReadInterval).
