@@ -91,6 +91,8 @@ void print_cpu_info() {
             << cpu_threads() << " (OMP_NUM_THREADS, else the CPUs this process may run on; --threads), on "
             << parallel_runtime() << "\n";
   std::cout << "  oneDNN        " << onednn_description() << "\n";
+  std::cout << "  MPI           " << mixtape::dist::description()
+            << (mixtape::dist::mpi_built() ? " (mpirun -np N mixtape train ...: data-parallel training)" : "") << "\n";
   std::cout << "  memory        "
             << (cpu::cpu_allocator_caches() ? "caching allocator: freed tensor memory is reused (MIXTAPE_CPU_CACHING=0: "
                                               "every tensor from the heap)"
@@ -98,7 +100,7 @@ void print_cpu_info() {
             << "\n";
   std::cout << "  cpu kernels   " << cpu_kernels_name(cpu_kernels())
             << " (MIXTAPE_CPU_KERNELS=auto|onednn|eigen; auto: oneDNN matmul for f32 on AVX-512 and bf16 with"
-               " AVX512-BF16, oneDNN convolution for f32 and bf16 with AVX512-BF16)\n";
+               " AVX512-BF16, oneDNN convolution for f32 wherever it has a JIT kernel and for bf16 with AVX512-BF16)\n";
 }
 
 void print_cuda_info() {
