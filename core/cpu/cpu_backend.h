@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 #include <type_traits>
+#include <vector>
 
 #include "core/backend.h"
 #include "core/cast_rules.h"
@@ -71,6 +72,17 @@ class CpuBackend final : public Backend {
  private:
   std::unique_ptr<Allocator> allocator_ = make_cpu_allocator();
 };
+
+/// A per-thread buffer of at least n values of S, reused across calls: slot (0..3) tells apart the buffers one kernel
+/// holds at once. Shared by the CPU kernels that widen rows or gather columns (convolution, pooling, batch norm),
+/// none of which calls another while holding its buffers.
+template <class S>
+S* thread_scratch(int slot, int64_t n) {
+  thread_local std::vector<S> bufs[4];
+  std::vector<S>& b = bufs[slot];
+  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
+  return b.data();
+}
 
 /// Converts an accumulate-type value to storage type T, rounding once (core/cast_rules.h: the CUDA kernels store
 /// with the same rules).

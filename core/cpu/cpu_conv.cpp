@@ -83,22 +83,13 @@ void col2im(const S* cols, int64_t ld, S* xs, const ConvDims& d, const Conv2dPar
       }
 }
 
-/// A per-thread buffer of at least n values of S (slot: which of the caller's buffers), reused across calls.
-template <class S>
-S* scratch(int slot, int64_t n) {
-  thread_local std::vector<S> bufs[4];
-  std::vector<S>& b = bufs[slot];
-  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
-  return b.data();
-}
-
 /// src (n values of T) in the compute type S: src itself when T is S, else widened into scratch slot `slot`.
 template <class T, class S>
 const S* as_compute(const T* src, int64_t n, int slot) {
   if constexpr (std::is_same_v<T, S>) {
     return src;
   } else {
-    S* dst = scratch<S>(slot, n);
+    S* dst = thread_scratch<S>(slot, n);
     if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) widen(src, dst, n);
     else load(src, dst, n);
     return dst;
@@ -128,8 +119,8 @@ void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const
     const S* wf = as_compute<T, S>(w.data<T>(), d.oc * ckk, 0);
     std::vector<S> bf(static_cast<size_t>(d.oc), S(0));
     if (b.defined()) load(b.data<T>(), bf.data(), d.oc);
-    S* cols = scratch<S>(1, ckk * chunk * ohw);
-    S* ys = scratch<S>(2, d.oc * chunk * ohw);
+    S* cols = thread_scratch<S>(1, ckk * chunk * ohw);
+    S* ys = thread_scratch<S>(2, d.oc * chunk * ohw);
     for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
       const int64_t nb = std::min(chunk, d.n - n0), ld = nb * ohw;
       for (int64_t s = 0; s < nb; ++s)
@@ -173,9 +164,9 @@ void CpuBackend::conv2d_backward_data(const Tensor& gy, const Tensor& w, const T
     const ConvDims d = dims_of(gx, w, gy);
     const int64_t chw = d.c * d.h * d.w, ohw = d.ohw(), ckk = d.ckk(), chunk = chunk_samples(d);
     const S* wf = as_compute<T, S>(w.data<T>(), d.oc * ckk, 0);
-    S* cols = scratch<S>(1, ckk * chunk * ohw);
-    S* gs = scratch<S>(2, d.oc * chunk * ohw);
-    S* xs = scratch<S>(3, chw);
+    S* cols = thread_scratch<S>(1, ckk * chunk * ohw);
+    S* gs = thread_scratch<S>(2, d.oc * chunk * ohw);
+    S* xs = thread_scratch<S>(3, chw);
     for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
       const int64_t nb = std::min(chunk, d.n - n0), ld = nb * ohw;
       gather_grad(gy.data<T>(), n0, nb, d, gs, ld);
@@ -204,8 +195,8 @@ void CpuBackend::conv2d_backward_filter(const Tensor& gy, const Tensor& x, const
     const ConvDims d = dims_of(x, gw, gy);
     const int64_t chw = d.c * d.h * d.w, ohw = d.ohw(), ckk = d.ckk(), chunk = chunk_samples(d);
     std::vector<S> gws(static_cast<size_t>(d.oc * ckk), S(0)), gbs(static_cast<size_t>(d.oc), S(0));
-    S* cols = scratch<S>(1, ckk * chunk * ohw);
-    S* gs = scratch<S>(2, d.oc * chunk * ohw);
+    S* cols = thread_scratch<S>(1, ckk * chunk * ohw);
+    S* gs = thread_scratch<S>(2, d.oc * chunk * ohw);
     for (int64_t n0 = 0; n0 < d.n; n0 += chunk) {
       const int64_t nb = std::min(chunk, d.n - n0), ld = nb * ohw;
       gather_grad(gy.data<T>(), n0, nb, d, gs, ld);
@@ -256,7 +247,7 @@ void CpuBackend::max_pool2d(const Tensor& x, const Tensor& out, const Tensor& in
               if constexpr (std::is_same_v<T, float>) {
                 maxpool2x2_row(xt + 2 * i * w, xt + (2 * i + 1) * w, ow, w, 2 * i * w, orow, irow);
               } else {
-                float* rows = scratch<float>(3, 2 * w + ow);
+                float* rows = thread_scratch<float>(3, 2 * w + ow);
                 widen(xt + 2 * i * w, rows, 2 * w);
                 maxpool2x2_row(rows, rows + w, ow, w, 2 * i * w, rows + 2 * w, irow);
                 narrow(rows + 2 * w, orow, ow);

@@ -21,17 +21,8 @@ using Param = std::conditional_t<std::is_same_v<T, double>, double, float>;
 using kernels::NormDims;
 using kernels::norm_dims;
 
-/// A per-thread buffer of at least n values of S (slot: which of the caller's buffers), reused across calls.
-template <class S>
-S* row_buffer(int slot, int64_t n) {
-  thread_local std::vector<S> bufs[3];
-  std::vector<S>& b = bufs[slot];
-  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
-  return b.data();
-}
-
 /// Channel c of x (N, C, L) as N rows of L floats, `stride` apart: x's own rows for f32; for f16/bf16 the rows
-/// widened once into buffer `slot`, so that the passes over the channel read floats.
+/// widened once into thread_scratch slot `slot`, so that the passes over the channel read floats.
 struct Rows {
   const float* p;
   int64_t stride;
@@ -42,7 +33,7 @@ Rows channel_rows(const T* x, const NormDims& d, int64_t c, int slot) {
   if constexpr (std::is_same_v<T, float>) {
     return {x + c * d.l, d.c * d.l};
   } else {
-    float* dst = row_buffer<float>(slot, d.n * d.l);
+    float* dst = thread_scratch<float>(slot, d.n * d.l);
     for (int64_t n = 0; n < d.n; ++n) widen(x + (n * d.c + c) * d.l, dst + n * d.l, d.l);
     return {dst, d.l};
   }
@@ -109,7 +100,7 @@ void CpuBackend::batch_norm(const Tensor& x, const Tensor& running_mean, const T
           } else if constexpr (std::is_same_v<T, float>) {
             bn_scale_shift(px + k, po + k, d.l, scale, shift);
           } else {
-            float* y = row_buffer<float>(1, d.l);
+            float* y = thread_scratch<float>(1, d.l);
             if (!p.training) widen(px + k, y, d.l);  // (in eval the channel was not read yet)
             bn_scale_shift(p.training ? xr.row(n) : y, y, d.l, scale, shift);
             narrow(y, po + k, d.l);
@@ -180,11 +171,11 @@ void CpuBackend::batch_norm_backward(const Tensor& gy, const Tensor& x, const Te
               }
             }
           } else if constexpr (std::is_same_v<T, float>) {
-            double* out = row_buffer<double>(0, d.l);
+            double* out = thread_scratch<double>(0, d.l);
             bn_grad_input(gr.row(n), xr.row(n), out, d.l, coef);
             for (int64_t i = 0; i < d.l; ++i) pgx[k + i] = static_cast<float>(out[i]);
           } else {  // computed in float (the compute type of f16/bf16), rounded once to T
-            float* out = row_buffer<float>(2, d.l);
+            float* out = thread_scratch<float>(2, d.l);
             bn_grad_input(gr.row(n), xr.row(n), out, d.l, coef_f);
             narrow(out, pgx + k, d.l);
           }
