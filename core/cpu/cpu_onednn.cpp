@@ -226,18 +226,6 @@ std::shared_ptr<const Entry> build(const Key& key) {
   return e;
 }
 
-std::shared_ptr<const Entry> entry_for(const Key& key) {
-  static std::mutex mu;
-  static std::map<Key, std::shared_ptr<const Entry>> cache;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (auto it = cache.find(key); it != cache.end()) return it->second;
-  }
-  auto e = build(key);  // outside the lock: creating a primitive can take milliseconds
-  std::lock_guard<std::mutex> lock(mu);
-  return cache.emplace(key, std::move(e)).first->second;
-}
-
 }  // namespace
 
 bool onednn_built() { return true; }
@@ -261,7 +249,7 @@ bool cpu::onednn_gemm(const GemmArgs& g) {
   use_threads(threads);  // before the primitive is created (and run)
   const Key key{dt, g.m, g.n, g.k, g.trans_a, g.trans_b, g.epilogue, g.beta != 0.0,
                 static_cast<float>(g.alpha), static_cast<float>(g.beta), threads};
-  const std::shared_ptr<const Entry> e = entry_for(key);
+  const std::shared_ptr<const Entry> e = cached_primitive<Key, Entry, build>(key);
   if (!e->usable) return false;
   Tensor scratch;
   void* scratch_ptr = scratchpad(e->scratch_md, scratch);

@@ -15,7 +15,6 @@
 // process-wide cache, like the matrix products'. Implementations that are oneDNN's reference code are refused.
 #include <array>
 #include <atomic>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -187,18 +186,6 @@ std::shared_ptr<const ConvEntry> build(const ConvKey& k) {
   return e;
 }
 
-std::shared_ptr<const ConvEntry> entry_for(const ConvKey& key) {
-  static std::mutex mu;
-  static std::map<ConvKey, std::shared_ptr<const ConvEntry>> cache;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (auto it = cache.find(key); it != cache.end()) return it->second;
-  }
-  auto e = build(key);  // outside the lock: creating a primitive can take milliseconds
-  std::lock_guard<std::mutex> lock(mu);
-  return cache.emplace(key, std::move(e)).first->second;
-}
-
 // ---- weights reordered once per version ----
 
 struct WeightCopy {
@@ -255,7 +242,7 @@ bool accepts(DType dt) {
 /// Runs the convolution `key` on the tensors (in the order of the entry's arguments); false when not usable.
 bool run(const ConvKey& key, const std::vector<const Tensor*>& tensors) {
   use_threads(key.threads);
-  const std::shared_ptr<const ConvEntry> e = entry_for(key);
+  const std::shared_ptr<const ConvEntry> e = cached_primitive<ConvKey, ConvEntry, build>(key);
   if (!e->usable) return false;
   dnnl::stream stream(engine());
   std::unordered_map<int, dnnl::memory> args;

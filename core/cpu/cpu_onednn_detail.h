@@ -1,6 +1,10 @@
 #pragma once
 // Shared by the CPU backend's oneDNN files (cpu_onednn.cpp: matrix products; cpu_onednn_conv.cpp: convolution).
 // Only for builds with oneDNN (MIXTAPE_HAVE_ONEDNN).
+#include <map>
+#include <memory>
+#include <mutex>
+
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "core/tensor.h"
@@ -21,5 +25,21 @@ void use_threads(int threads);
 /// A buffer for a primitive's scratchpad (oneDNN's user scratchpad mode) from the CPU allocator, kept alive by
 /// `holder`; null when the primitive needs none.
 void* scratchpad(const dnnl::memory::desc& md, Tensor& holder);
+
+/// A process-wide cache of primitives (Entry) by Key, built once each by Build (Entry build(const Key&), returning
+/// std::shared_ptr<const Entry>). Building runs outside the lock (creating a primitive can take milliseconds); when
+/// two threads build the same key at once, the first one stored wins.
+template <class Key, class Entry, auto Build>
+std::shared_ptr<const Entry> cached_primitive(const Key& key) {
+  static std::mutex mu;
+  static std::map<Key, std::shared_ptr<const Entry>> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
+  std::shared_ptr<const Entry> e = Build(key);
+  std::lock_guard<std::mutex> lock(mu);
+  return cache.emplace(key, std::move(e)).first->second;
+}
 
 }  // namespace mixtape::cpu::onednn_detail
