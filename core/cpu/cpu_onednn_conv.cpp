@@ -247,7 +247,7 @@ bool run(const ConvKey& key, const std::vector<const Tensor*>& tensors) {
   dnnl::stream stream(engine());
   std::unordered_map<int, dnnl::memory> args;
   std::vector<Tensor> buffers;  // reordered arguments, alive until the stream is done
-  std::vector<std::pair<const Arg*, dnnl::memory>> outputs;
+  std::vector<std::pair<size_t, dnnl::memory>> outputs;  // (argument index, its memory in the primitive's layout)
   for (size_t i = 0; i < e->args.size(); ++i) {
     const Arg& a = e->args[i];
     const Tensor& t = *tensors[i];
@@ -266,19 +266,15 @@ bool run(const ConvKey& key, const std::vector<const Tensor*>& tensors) {
     }
     dnnl::memory m(a.inner, engine(), buffers.back().raw_data());
     args.emplace(a.id, m);
-    if (a.output) outputs.emplace_back(&a, m);
+    if (a.output) outputs.emplace_back(i, m);
   }
   Tensor scratch;
   if (void* sp = scratchpad(e->scratch_md, scratch)) args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(e->scratch_md, engine(), sp));
   e->prim.execute(stream, args);
-  for (size_t i = 0; i < e->args.size(); ++i) {
+  for (auto& [i, m] : outputs) {  // outputs in another layout than NCHW/OIHW, reordered back
     const Arg& a = e->args[i];
-    if (!a.output || a.same) continue;
-    for (auto& [arg, m] : outputs)
-      if (arg == &a) {
-        dnnl::memory user(a.user, engine(), tensors[i]->raw_data());
-        a.reorder.execute(stream, m, user);
-      }
+    dnnl::memory user(a.user, engine(), tensors[i]->raw_data());
+    a.reorder.execute(stream, m, user);
   }
   stream.wait();
   static const char* const kPass[] = {"conv2d ", "conv2d backward data ", "conv2d backward weights "};
