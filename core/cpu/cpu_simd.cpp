@@ -2,10 +2,10 @@
 // attribute) and entered only when __builtin_cpu_supports says the CPU has them; scalar loops otherwise.
 #include "core/cpu/cpu_simd.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "core/cpu/cpu_simd_x86.h"
+
+#if MIXTAPE_X86_SIMD
 #include <cpuid.h>
-#include <immintrin.h>
-#define MIXTAPE_X86_SIMD 1
 #endif
 
 namespace mixtape::cpu {

@@ -3,18 +3,13 @@
 // sum is rounded as in the scalar loops; only the order of the sums differs (4 double lanes, combined at the end).
 #include "core/cpu/cpu_simd.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define MIXTAPE_X86_SIMD 1
-#endif
+#include "core/cpu/cpu_simd_x86.h"
 
 namespace mixtape::cpu {
 
 namespace {
 
 #if MIXTAPE_X86_SIMD
-// No "fma": GCC would otherwise contract a multiply and an add (also written as intrinsics) into one rounding.
-#define MIXTAPE_AVX2_NOFMA __attribute__((target("avx2")))
 
 MIXTAPE_AVX2_NOFMA inline double hsum(__m256d v) {
   const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));

@@ -2,16 +2,13 @@
 // adam_one (core/cpu/cpu_simd.h): the vector and scalar loops give the same bits.
 #include "core/cpu/cpu_simd.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define MIXTAPE_X86_SIMD 1
-#endif
+#include "core/cpu/cpu_simd_x86.h"
 
 namespace mixtape::cpu {
 
 namespace {
 #if MIXTAPE_X86_SIMD
-__attribute__((target("avx2"))) void adam_f32_avx2(float* p, const float* g, float* m, float* v, int64_t n,
+MIXTAPE_AVX2_NOFMA void adam_f32_avx2(float* p, const float* g, float* m, float* v, int64_t n,
                                                    const AdamConsts<float>& c) {
   const __m256 b1 = _mm256_set1_ps(c.b1), b2 = _mm256_set1_ps(c.b2), omb1 = _mm256_set1_ps(c.one_minus_b1),
                omb2 = _mm256_set1_ps(c.one_minus_b2), eps = _mm256_set1_ps(c.eps), wd = _mm256_set1_ps(c.wd),

@@ -1,10 +1,7 @@
 // The 2x2, stride-2 max-pool row kernel (core/cpu/cpu_simd.h), with an AVX2 version chosen at run time.
 #include "core/cpu/cpu_simd.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define MIXTAPE_X86_SIMD 1
-#endif
+#include "core/cpu/cpu_simd_x86.h"
 
 namespace mixtape::cpu {
 
@@ -28,7 +25,7 @@ inline void maxpool2x2_one(const float* r0, const float* r1, int64_t j, int64_t 
 
 #if MIXTAPE_X86_SIMD
 /// One candidate against the running best, 8 lanes: taken when best is not NaN and the candidate is greater or NaN.
-__attribute__((target("avx2"))) inline void pool_step(__m256& best, __m256i& arg, __m256 cand, __m256i off) {
+MIXTAPE_AVX2_NOFMA inline void pool_step(__m256& best, __m256i& arg, __m256 cand, __m256i off) {
   const __m256 ordered = _mm256_cmp_ps(best, best, _CMP_ORD_Q);
   const __m256 better = _mm256_or_ps(_mm256_cmp_ps(cand, best, _CMP_GT_OQ), _mm256_cmp_ps(cand, cand, _CMP_UNORD_Q));
   const __m256 take = _mm256_and_ps(ordered, better);
@@ -36,7 +33,7 @@ __attribute__((target("avx2"))) inline void pool_step(__m256& best, __m256i& arg
   arg = _mm256_blendv_epi8(arg, off, _mm256_castps_si256(take));
 }
 
-__attribute__((target("avx2"))) void maxpool2x2_row_avx2(const float* r0, const float* r1, int64_t ow, int64_t w,
+MIXTAPE_AVX2_NOFMA void maxpool2x2_row_avx2(const float* r0, const float* r1, int64_t ow, int64_t w,
                                                          int64_t base, float* out, int64_t* idx) {
   const __m256i perm = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
   // offsets of the four candidates (as 64-bit lanes are built from them below)
