@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/cpu_kernels.h"
+#include "core/cpu_threads.h"
 #include "core/tensor.h"
 
 namespace mixtape::testing {
@@ -19,6 +21,16 @@ inline Tensor random_tensor(const Shape& shape, DType dtype, std::mt19937& rng, 
   values = t.to_vector<double>();
   return t;
 }
+
+/// Restores the CPU kernels' implementation (core/cpu_kernels.h) and their default thread count when it goes out of
+/// scope, for tests that switch either.
+struct CpuKernelsGuard {
+  CpuKernels saved = cpu_kernels();
+  ~CpuKernelsGuard() {
+    set_cpu_kernels(saved);
+    set_cpu_threads(0);
+  }
+};
 
 /// The epilogue's activation of x in float64 (identity for none and bias).
 inline double epilogue_act(GemmEpilogue e, double x) {

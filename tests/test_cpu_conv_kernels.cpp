@@ -20,18 +20,11 @@
 
 using namespace mixtape;
 using mixtape::testing::acc_unit_roundoff;
+using mixtape::testing::CpuKernelsGuard;
 using mixtape::testing::random_tensor;
 using mixtape::testing::unit_roundoff;
 
 namespace {
-
-struct KernelsGuard {
-  CpuKernels saved = cpu_kernels();
-  ~KernelsGuard() {
-    set_cpu_kernels(saved);
-    set_cpu_threads(0);
-  }
-};
 
 struct Geometry {
   int64_t n, c, h, w, oc, k, stride, pad, dil;
@@ -78,7 +71,7 @@ size_t outside_bound(const std::string& what, const Tensor& got_t, const Tensor&
 
 TEST_CASE("cpu conv: oneDNN and im2col + Eigen match float64 forward, backward data and backward weights, f32 and bf16",
           "[conv][cpu_kernels]") {
-  KernelsGuard guard;
+  CpuKernelsGuard guard;
   std::mt19937 rng(21);
   bool bf16_on_onednn = false;
   for (CpuKernels choice : {CpuKernels::onednn, CpuKernels::eigen}) {
@@ -136,7 +129,7 @@ TEST_CASE("cpu conv: oneDNN and im2col + Eigen match float64 forward, backward d
 }
 
 TEST_CASE("cpu conv: oneDNN reorders a weight into its layout once per weight version", "[conv][cpu_kernels]") {
-  KernelsGuard guard;
+  CpuKernelsGuard guard;
   if (!onednn_built()) {
     WARN("not exercised here: built without oneDNN");
     return;
@@ -169,7 +162,7 @@ TEST_CASE("cpu conv: oneDNN reorders a weight into its layout once per weight ve
 }
 
 TEST_CASE("cpu conv: the same bits run to run at each thread count, on each implementation", "[conv][cpu_kernels]") {
-  KernelsGuard guard;
+  CpuKernelsGuard guard;
   std::mt19937 rng(23);
   const Geometry g{8, 32, 14, 14, 64, 3, 1, 1, 1};
   const Conv2dParams p = params_of(g);

@@ -23,19 +23,12 @@
 
 using namespace mixtape;
 using mixtape::testing::acc_unit_roundoff;
+using mixtape::testing::CpuKernelsGuard;
 using mixtape::testing::epilogue_act;
 using mixtape::testing::random_tensor;
 using mixtape::testing::unit_roundoff;
 
 namespace {
-
-/// Restores the starting choice when it goes out of scope.
-struct KernelsGuard {
-  CpuKernels saved = cpu_kernels();
-  ~KernelsGuard() { set_cpu_kernels(saved); }
-};
-
-
 
 bool is_eigen(const std::string& impl) { return impl.rfind("eigen", 0) == 0; }
 
@@ -53,7 +46,7 @@ TEST_CASE("cpu kernels: auto, onednn and eigen parse, anything else is an error 
 
 TEST_CASE("cpu gemm: oneDNN and Eigen match float64 on f32 and bf16 products, epilogues and batches",
           "[gemm][cpu_kernels]") {
-  KernelsGuard guard;
+  CpuKernelsGuard guard;
   std::mt19937 rng(11);
   struct Case {
     int64_t batch, m, n, k;
@@ -141,10 +134,7 @@ TEST_CASE("cpu gemm: oneDNN and Eigen match float64 on f32 and bf16 products, ep
 }
 
 TEST_CASE("cpu gemm: the oneDNN path gives the same bits run to run at each thread count", "[gemm][cpu_kernels]") {
-  KernelsGuard guard;
-  struct ThreadsGuard {
-    ~ThreadsGuard() { set_cpu_threads(0); }
-  } threads_guard;
+  CpuKernelsGuard guard;
   set_cpu_kernels(CpuKernels::onednn);
   std::mt19937 rng(5);
   for (const auto& [dt, threads] : {std::pair{DType::f32, 1}, std::pair{DType::f32, 2}, std::pair{DType::bf16, 1},
