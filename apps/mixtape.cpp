@@ -271,19 +271,17 @@ int run_demo(const DemoOptions& o) {
 }  // namespace
 
 namespace {
-/// " on rank R of N" when several ranks train together, else "".
-std::string rank_tag() {
-  return mixtape::dist::world_size() > 1 ? " on rank " + std::to_string(mixtape::dist::rank()) + " of " +
-                                               std::to_string(mixtape::dist::world_size())
-                                         : std::string();
-}
-/// A rank that failed ends every rank (the others would wait for it in their next collective); returns `code` in
-/// a world of one.
-int end_ranks(int code) {
-  if (mixtape::dist::world_size() > 1) {
-    std::cerr << std::flush;
-    mixtape::dist::abort_all(code);
-  }
+/// Reports an error ("mixtape: error on rank R of N: ..." when several ranks train together) in one write, so that
+/// an MPI launcher forwards the whole line, then ends every rank at once when there are several (the others would
+/// wait for this one in their next collective). Returns `code` in a world of one.
+int fail(const char* kind, const char* what, int code) {
+  const int world = mixtape::dist::world_size();
+  const std::string where =
+      world > 1 ? " on rank " + std::to_string(mixtape::dist::rank()) + " of " + std::to_string(world) : "";
+  const std::string line = std::string("mixtape: ") + kind + where + ": " + what + "\n";
+  std::fputs(line.c_str(), stderr);
+  std::fflush(stderr);
+  if (world > 1) mixtape::dist::abort_all(code);
   return code;
 }
 }  // namespace
@@ -359,11 +357,9 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("compare")) return mixtape::app::run_compare_command(compare_options);
     if (app.got_subcommand("bench")) return mixtape::app::run_bench_command(bench_options);
   } catch (const mixtape::Error& e) {
-    std::cerr << "mixtape: error" << rank_tag() << ": " << e.what() << "\n";
-    return end_ranks(1);
+    return fail("error", e.what(), 1);
   } catch (const std::exception& e) {
-    std::cerr << "mixtape: internal error" << rank_tag() << ": " << e.what() << "\n";
-    return end_ranks(2);
+    return fail("internal error", e.what(), 2);
   }
   return 0;
 }
