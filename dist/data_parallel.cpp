@@ -2,7 +2,6 @@
 // scaler's shared skip decision.
 #include "dist/data_parallel.h"
 
-#include <cstring>
 #include <vector>
 
 #include "core/backend.h"
@@ -37,9 +36,19 @@ std::vector<Bucket> make_buckets(const std::vector<Tensor>& params, int64_t buck
   return out;
 }
 
-void check_cpu(const Tensor& t, const std::string& what) {
-  MIXTAPE_CHECK(t.device().type == Device::Type::cpu, "DataParallel: ", what, " is on ", t.device().to_string(),
-                "; multi-process training runs on CPU tensors over MPI (the NCCL path for GPUs is not built yet)");
+void check_device(const Tensor& t, Device device, const std::string& what) {
+  MIXTAPE_CHECK(t.device() == device, "DataParallel: ", what, " is on ", t.device().to_string(),
+                " but the model's first parameter is on ", device.to_string(), " (one device per rank)");
+}
+
+/// `shape` elements of `flat` from element `offset` on: a view sharing flat's storage.
+Tensor segment(const Tensor& flat, int64_t offset, const Shape& shape) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = flat.impl()->storage;
+  impl->offset_bytes = flat.impl()->offset_bytes + static_cast<size_t>(offset) * dtype_size(flat.dtype());
+  impl->shape = shape;
+  impl->dtype = flat.dtype();
+  return Tensor(std::move(impl));
 }
 
 }  // namespace
@@ -52,21 +61,27 @@ DataParallel::DataParallel(std::shared_ptr<nn::Module> module, DataParallelOptio
   MIXTAPE_CHECK(options_.gradient_dtype == DType::f32 || options_.gradient_dtype == DType::bf16 ||
                     options_.gradient_dtype == DType::f16,
                 "DataParallel: gradient_dtype must be f32, bf16 or f16, got ", dtype_name(options_.gradient_dtype));
-  for (const auto& [name, p] : module_->named_parameters()) check_cpu(p, "parameter " + name);
-  for (const auto& [name, b] : module_->named_buffers()) check_cpu(b, "buffer " + name);
+  const std::vector<Tensor> params = module_->parameters();
+  if (!params.empty()) device_ = params.front().device();
+  for (const auto& [name, p] : module_->named_parameters()) check_device(p, device_, "parameter " + name);
+  for (const auto& [name, b] : module_->named_buffers()) check_device(b, device_, "buffer " + name);
   if (world_size() == 1) return;
-  // Every rank must hold the same architecture: compare the parameter count and total elements first, so that a
-  // mismatch is an error here rather than a hang or garbage in a later collective.
-  const Tensor shape_sig = Tensor::empty(Shape{2}, DType::i64);
-  shape_sig.data<int64_t>()[0] = static_cast<int64_t>(module_->parameters().size());
-  shape_sig.data<int64_t>()[1] = module_->num_parameters();
-  const Tensor lo = Tensor::empty(Shape{2}, DType::i64), hi = shape_sig.clone();
-  for (int k = 0; k < 2; ++k) lo.data<int64_t>()[k] = -shape_sig.data<int64_t>()[k];  // max of the negation: min
+  // Every rank must hold the same architecture on the same kind of device: compare the parameter count, the total
+  // elements and the device type first (over MPI, on the host), so that a mismatch is an error here rather than a
+  // hang or garbage in a later collective.
+  constexpr int kSig = 3;
+  const int64_t sig[kSig] = {static_cast<int64_t>(params.size()), module_->num_parameters(), device_.is_cuda() ? 1 : 0};
+  const Tensor lo = Tensor::empty(Shape{kSig}, DType::i64), hi = Tensor::empty(Shape{kSig}, DType::i64);
+  for (int k = 0; k < kSig; ++k) {
+    lo.data<int64_t>()[k] = -sig[k];  // max of the negation: min
+    hi.data<int64_t>()[k] = sig[k];
+  }
   all_reduce(lo, ReduceOp::max);
   all_reduce(hi, ReduceOp::max);
-  MIXTAPE_CHECK(-lo.data<int64_t>()[0] == hi.data<int64_t>()[0] && -lo.data<int64_t>()[1] == hi.data<int64_t>()[1],
-                "DataParallel: the ranks hold different models (", shape_sig.data<int64_t>()[0], " parameters, ",
-                shape_sig.data<int64_t>()[1], " elements on rank ", rank(), ")");
+  for (int k = 0; k < kSig; ++k)
+    MIXTAPE_CHECK(-lo.data<int64_t>()[k] == hi.data<int64_t>()[k], "DataParallel: the ranks hold different models (",
+                  sig[0], " parameters, ", sig[1], " elements, on ", device_.is_cuda() ? "a GPU" : "the CPU", " on rank ",
+                  rank(), ")");
   for (const Tensor& p : module_->parameters()) broadcast(p, 0);
   for (const auto& [name, b] : module_->named_buffers()) broadcast(b, 0);
 }
@@ -85,41 +100,40 @@ void DataParallel::sync_gradients() {
   for (size_t i = 0; i < params.size(); ++i) present.data<int64_t>()[i] = params[i].grad().defined() ? 1 : 0;
   all_reduce(present, ReduceOp::max);
   for (const Bucket& b : make_buckets(params, options_.bucket_bytes)) {
-    const size_t esize = dtype_size(b.dtype);
     // the bucket in the gradients' own dtype, then (compression) in the wire dtype
-    const Tensor flat = Tensor::empty(Shape{b.elements}, b.dtype);
-    char* dst = static_cast<char*>(flat.raw_data());
+    const Tensor flat = Tensor::empty(Shape{b.elements}, b.dtype, device_);
+    Backend& be = backend_for(device_);
     bool any = false;
+    int64_t offset = 0;
     for (size_t i = b.begin; i < b.end; ++i) {
-      const size_t bytes = params[i].nbytes();
+      const Tensor part = segment(flat, offset, params[i].shape());
       const Tensor g = params[i].grad();
       if (g.defined()) {
-        check_cpu(g, "a gradient");
-        std::memcpy(dst, g.raw_data(), bytes);
+        check_device(g, device_, "a gradient");
+        be.copy(g, part);
       } else {
-        std::memset(dst, 0, bytes);
+        be.fill(part, 0.0);
       }
       any = any || present.data<int64_t>()[i] != 0;
-      dst += bytes;
+      offset += params[i].numel();
     }
     if (!any) continue;  // no rank has a gradient for this bucket (every rank agrees: `present` is shared)
     const bool compress = options_.gradient_dtype != b.dtype && is_floating(b.dtype);
     const Tensor wire = compress ? kernels::cast(flat, options_.gradient_dtype) : flat;
     all_reduce(wire, ReduceOp::avg);
-    if (compress) backend_for(flat.device()).cast(wire, flat);
-    const char* src = static_cast<const char*>(flat.raw_data());
+    if (compress) be.cast(wire, flat);
+    offset = 0;
     for (size_t i = b.begin; i < b.end; ++i) {
-      const size_t bytes = static_cast<size_t>(params[i].numel()) * esize;
       if (present.data<int64_t>()[i] != 0) {
         Tensor g = params[i].grad();
         if (!g.defined()) {
-          g = Tensor::empty(params[i].shape(), params[i].dtype());
+          g = Tensor::empty(params[i].shape(), params[i].dtype(), device_);
           params[i].set_grad(g);
         }
-        std::memcpy(g.raw_data(), src, bytes);
+        be.copy(segment(flat, offset, params[i].shape()), g);
         g.bump_version();
       }
-      src += bytes;
+      offset += params[i].numel();
     }
   }
 }
@@ -127,7 +141,6 @@ void DataParallel::sync_gradients() {
 void DataParallel::attach(amp::GradScaler& scaler) const {
   if (world_size() == 1) return;
   scaler.set_reduce_found_inf([](const Tensor& found_inf) {
-    check_cpu(found_inf, "the GradScaler's state");
     all_reduce(found_inf, ReduceOp::max);
   });
 }

@@ -24,7 +24,9 @@
 // (g0 + g1) / 2 rounded once in float32, bit for bit what one process computes from both shards' gradients. A
 // parameter without a gradient on some rank (unused there) counts as zero there; one without a gradient on every
 // rank keeps none. The reduction runs after backward, not overlapped with it (on a CPU the cores the overlap would
-// use are busy with backward). CPU tensors only (MPI); GPU tensors need the NCCL path (not built yet).
+// use are busy with backward; on a GPU the buckets are queued on NCCL's stream as soon as backward has been queued,
+// so they run while the host goes on). The model lives on the CPU (gradients travel over MPI) or on one GPU per
+// rank (NCCL); every rank must use the same kind of device.
 #include <cstdint>
 #include <memory>
 
@@ -83,6 +85,7 @@ class DataParallel {
  private:
   std::shared_ptr<nn::Module> module_;
   DataParallelOptions options_;
+  Device device_ = Device::cpu();  ///< where the parameters (and their gradients) live
   int no_sync_depth_ = 0;
 };
 

@@ -1,5 +1,5 @@
-// The distributed layer (dist/dist.h): the launcher's environment, MPI start and end, and blocking collectives on
-// CPU tensors through MPI's C API.
+// The distributed layer (dist/dist.h): the launcher's environment, MPI start and end, and collectives: CPU tensors
+// through MPI's C API (blocking), CUDA tensors through NCCL (dist/nccl.cpp, stream-ordered).
 #include "dist/dist.h"
 
 #include <atomic>
@@ -12,6 +12,7 @@
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/kernels.h"
+#include "dist/nccl.h"
 
 #if MIXTAPE_HAVE_MPI
 #include <mpi.h>
@@ -70,8 +71,17 @@ bool several() {
 
 void check_tensor(const Tensor& t, const char* op) {
   MIXTAPE_CHECK(t.defined(), "dist::", op, ": the tensor is undefined");
-  MIXTAPE_CHECK(t.device().type == Device::Type::cpu, "dist::", op, ": only CPU tensors travel over MPI (got a tensor on ",
-                t.device().to_string(), ")");
+  MIXTAPE_CHECK(t.device().is_cpu() || nccl::built(), "dist::", op, ": a tensor on ", t.device().to_string(),
+                " needs NCCL, which this build lacks (", nccl::description(), "); train on the CPU (--device cpu)");
+}
+
+/// t /= world size, in place: in float32 for 16-bit and float32 tensors, float64 for the others, rounded once.
+void divide_by_world(const Tensor& t) {
+  const DType acc = is_floating(t.dtype()) && t.dtype() != DType::f64 ? DType::f32 : DType::f64;
+  const Tensor wide = t.dtype() == acc ? t : kernels::cast(t, acc);
+  const Tensor n = scalar_tensor(static_cast<double>(world_size()), acc, t.device());
+  backend_for(wide.device()).binary(BinaryOp::div, wide, n, wide);
+  if (!wide.is_same(t)) backend_for(t.device()).cast(wide, t);
 }
 
 }  // namespace
@@ -218,26 +228,22 @@ MPI_Op op16(DType dt, bool max) {
 void all_reduce(const Tensor& t, ReduceOp op) {
   check_tensor(t, "all_reduce");
   if (!several()) return;  // one rank: the sum, the average and the maximum are t itself
+  if (t.device().is_cuda()) {
+    nccl::all_reduce(t, op == ReduceOp::max);
+  } else {
 #if MIXTAPE_HAVE_MPI
-  MIXTAPE_CHECK(t.numel() <= INT32_MAX, "dist::all_reduce: ", t.numel(), " elements is more than one MPI call takes");
-  const bool half = t.dtype() == DType::f16 || t.dtype() == DType::bf16;
-  const MPI_Datatype type = half ? MPI_UINT16_T : mpi_type(t.dtype());
-  MIXTAPE_CHECK(type != MPI_DATATYPE_NULL, "dist::all_reduce: unsupported dtype ", dtype_name(t.dtype()));
-  const MPI_Op mpi_op = half ? op16(t.dtype(), op == ReduceOp::max) : op == ReduceOp::max ? MPI_MAX : MPI_SUM;
-  check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()), type, mpi_op, MPI_COMM_WORLD),
-            "MPI_Allreduce");
-  g_bytes.fetch_add(static_cast<int64_t>(t.nbytes()), std::memory_order_relaxed);
-  if (op == ReduceOp::avg) {  // the sum divided by the world size, in the accumulate type, rounded once
-    const DType acc = is_floating(t.dtype()) && t.dtype() != DType::f64 ? DType::f32 : DType::f64;
-    const Tensor wide = t.dtype() == acc ? t : kernels::cast(t, acc);
-    const Tensor n = kernels::cast(scalar_tensor(static_cast<double>(world_size()), DType::f64), acc);
-    backend_for(wide.device()).binary(BinaryOp::div, wide, n, wide);
-    if (!wide.is_same(t)) backend_for(t.device()).cast(wide, t);
-  }
-  t.bump_version();
-#else
-  (void)op;
+    MIXTAPE_CHECK(t.numel() <= INT32_MAX, "dist::all_reduce: ", t.numel(), " elements is more than one MPI call takes");
+    const bool half = t.dtype() == DType::f16 || t.dtype() == DType::bf16;
+    const MPI_Datatype type = half ? MPI_UINT16_T : mpi_type(t.dtype());
+    MIXTAPE_CHECK(type != MPI_DATATYPE_NULL, "dist::all_reduce: unsupported dtype ", dtype_name(t.dtype()));
+    const MPI_Op mpi_op = half ? op16(t.dtype(), op == ReduceOp::max) : op == ReduceOp::max ? MPI_MAX : MPI_SUM;
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()), type, mpi_op, MPI_COMM_WORLD),
+              "MPI_Allreduce");
 #endif
+  }
+  g_bytes.fetch_add(static_cast<int64_t>(t.nbytes()), std::memory_order_relaxed);
+  if (op == ReduceOp::avg) divide_by_world(t);  // the sum divided by the world size, rounded once
+  t.bump_version();
 }
 
 void broadcast(const Tensor& t, int root) {
@@ -245,13 +251,17 @@ void broadcast(const Tensor& t, int root) {
   MIXTAPE_CHECK(root >= 0 && root < world_size(), "dist::broadcast: root ", root, " is not a rank of a world of ",
                 world_size());
   if (!several()) return;
+  if (t.device().is_cuda()) {
+    nccl::broadcast(t, root);
+  } else {
 #if MIXTAPE_HAVE_MPI
-  MIXTAPE_CHECK(t.nbytes() <= static_cast<size_t>(INT32_MAX), "dist::broadcast: ", t.nbytes(),
-                " bytes is more than one MPI call takes");
-  check_mpi(MPI_Bcast(t.raw_data(), static_cast<int>(t.nbytes()), MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
+    MIXTAPE_CHECK(t.nbytes() <= static_cast<size_t>(INT32_MAX), "dist::broadcast: ", t.nbytes(),
+                  " bytes is more than one MPI call takes");
+    check_mpi(MPI_Bcast(t.raw_data(), static_cast<int>(t.nbytes()), MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
+#endif
+  }
   g_bytes.fetch_add(static_cast<int64_t>(t.nbytes()), std::memory_order_relaxed);
   t.bump_version();
-#endif
 }
 
 void barrier() {
@@ -260,6 +270,9 @@ void barrier() {
   check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
 #endif
 }
+
+bool nccl_built() { return nccl::built(); }
+std::string nccl_description() { return nccl::description(); }
 
 int64_t bytes_communicated() { return g_bytes.load(std::memory_order_relaxed); }
 

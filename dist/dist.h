@@ -8,8 +8,11 @@
 //   dist::all_reduce(grad, ReduceOp::avg);
 //   if (dist::is_main()) save(...);
 //
-// Collectives are blocking and in place, on CPU tensors, and every rank must call them in the same order with
-// tensors of the same shape and dtype. Every dtype travels as it is (f16 and bf16 in 2 bytes: each pairwise sum is
+// Collectives are in place, and every rank must call them in the same order with tensors of the same shape, dtype
+// and device type. CPU tensors travel over MPI and the call returns when the result is there; CUDA tensors travel
+// over NCCL (when built: nccl_built()) on a stream of its own, ordered after the work already queued on the device
+// and before the work queued after the call, so the call returns without waiting for the GPU (as every kernel
+// launch does) and a rank uses the GPU of its local rank (one GPU per rank, as NCCL requires). Every dtype travels as it is (f16 and bf16 in 2 bytes: each pairwise sum is
 // computed in float32 and rounded to the type, so a sum over 2 ranks is rounded once, over N ranks up to N - 1
 // times); an average is the sum divided by the world size in float32 (float64 for f64), rounded once more. A sum
 // over 2 ranks is the same bits on both ranks and run to run; from 3 ranks up the bits depend on MPI's algorithm
@@ -54,6 +57,10 @@ inline bool is_main() { return rank() == 0; }
 bool mpi_built();
 /// "Open MPI 4.1.4" (the library's own version string, first line) or why there is none.
 std::string description();
+/// Whether CUDA tensors can travel between ranks (the build has NCCL).
+bool nccl_built();
+/// "NCCL 2.28.9" (the library's version) or why there is none.
+std::string nccl_description();
 
 enum class ReduceOp { sum, avg, max };
 /// In place: every rank's t becomes the sum / average / maximum over the ranks, element by element.
@@ -63,7 +70,7 @@ void broadcast(const Tensor& t, int root = 0);
 /// Returns when every rank has called it.
 void barrier();
 /// Bytes this process has sent through all_reduce and broadcast since it started (its tensors' bytes per call: the
-/// payload, not what MPI's algorithm moves on the wire).
+/// payload, not what MPI's or NCCL's algorithm moves on the wire).
 int64_t bytes_communicated();
 
 }  // namespace mixtape::dist
