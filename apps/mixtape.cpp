@@ -93,6 +93,7 @@ void print_cpu_info() {
   std::cout << "  oneDNN        " << onednn_description() << "\n";
   std::cout << "  MPI           " << mixtape::dist::description()
             << (mixtape::dist::mpi_built() ? " (mpirun -np N mixtape train ...: data-parallel training)" : "") << "\n";
+  std::cout << "  NCCL          " << mixtape::dist::nccl_description() << "\n";
   std::cout << "  memory        "
             << (cpu::cpu_allocator_caches() ? "caching allocator: freed tensor memory is reused (MIXTAPE_CPU_CACHING=0: "
                                               "every tensor from the heap)"

@@ -15,7 +15,9 @@ void add_run_options(CLI::App* cmd, TrainConfig& c) {
   std::string models;
   for (const auto& m : model_names()) models += (models.empty() ? "" : ", ") + m;
   cmd->add_option("--model", c.model, "Model to train (" + models + ")")->capture_default_str();
-  cmd->add_option("--device", c.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_option("--device", c.device, "cpu, cuda, cuda:N or auto (under mpirun: cpu, or cuda / auto for one GPU per rank, the "
+                  "one of its local rank)")
+      ->capture_default_str();
   cmd->add_option("--loss-scale", c.loss_scale, "Dynamic loss scaling: auto (on for fp16 only), on or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));

@@ -40,9 +40,21 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+/// The device of this rank: `name` ("auto", "cpu", "cuda", "cuda:N"). Several ranks (mpirun) use one GPU each,
+/// the one of their local rank (rank 0 of a machine GPU 0, ...), as NCCL requires; "auto" picks the GPUs when the
+/// machine has any (every rank of one machine sees the same devices, so they agree).
 Device resolve_device(const std::string& name) {
-  if (name == "auto") return device_available(Device::cuda(0)) ? Device::cuda(0) : Device::cpu();
-  const Device d = Device::parse(name);
+  const int world = dist::world_size();
+  Device d = name == "auto" ? (device_available(Device::cuda(0)) ? Device::cuda(0) : Device::cpu()) : Device::parse(name);
+  if (world > 1 && d.is_cuda()) {
+    MIXTAPE_CHECK(name == "auto" || name == "cuda", "--device ", name, ": with ", world, " ranks each rank trains on "
+                  "the GPU of its local rank; pass --device cuda (or auto)");
+    const int local = dist::local_rank(), gpus = cuda_device_count();
+    MIXTAPE_CHECK(local < gpus, "rank ", dist::rank(), " is rank ", local, " on its machine, which has ", gpus,
+                  " GPU(s): start at most ", gpus, " rank(s) per machine (one GPU each), or train on the CPU with "
+                  "--device cpu");
+    d = Device::cuda(local);
+  }
   backend_for(d);  // throws a clear error when the device is unavailable
   return d;
 }
@@ -64,7 +76,7 @@ double evaluate(nn::Module& model, const data::Dataset& ds, Device device) {
     const Tensor n = kernels::reduce(ReduceOp::sum, hits, {}, false);
     correct = kernels::binary(BinaryOp::add, correct, n);
   }
-  if (world > 1) dist::all_reduce(correct, dist::ReduceOp::sum);  // CPU tensors (several ranks train on the CPU)
+  if (world > 1) dist::all_reduce(correct, dist::ReduceOp::sum);
   model.train();
   return ds.size() ? correct.item() / static_cast<double>(ds.size()) : 0.0;
 }
@@ -199,8 +211,8 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
   if (!c.log_path.empty()) check_output_path(c.log_path, "--log", OutputWrite::in_place);
   if (!c.save_path.empty() && dist::is_main()) remove_stale_temporaries(c.save_path, log);
   const Device device = resolve_device(c.device);
-  MIXTAPE_CHECK(world == 1 || device.is_cpu(), "training on ", world, " ranks runs on the CPU (over MPI); the GPU path "
-                "(NCCL) is not built yet: use --device cpu");
+  MIXTAPE_CHECK(world == 1 || device.is_cpu() || dist::nccl_built(), "training on ", world, " ranks on GPUs needs NCCL, "
+                "which this build lacks (", dist::nccl_description(), "): use --device cpu");
   set_allow_tf32(c.tf32);  // process-wide, like torch.backends.cuda.matmul.allow_tf32; off unless asked for
   // The CPU kernels' thread count and implementation are process-wide: set for this run, restored after it.
   struct CpuSettingsGuard {
