@@ -29,7 +29,8 @@ const char* op_kind_name(OpKind kind) {
                                 "sqrt",    "rsqrt", "pow", "tanh",    "sigmoid", "relu",    "gelu",
                                 "abs",     "maximum", "minimum", "where", "sum", "mean", "max",
                                 "matmul",  "linear", "softmax", "log_softmax", "cross_entropy", "layer_norm", "mse_loss", "cast", "reshape",
-                                "conv2d", "max_pool2d", "avg_pool2d", "batch_norm"};
+                                "conv2d", "max_pool2d", "avg_pool2d", "batch_norm",
+                                "permute", "narrow", "cat", "embedding"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(OpKind::count_), "op_kind_name table");
   return kind < OpKind::count_ ? names[static_cast<int>(kind)] : "?";
 }

@@ -82,6 +82,41 @@ Tensor cast(const Tensor& x, DType dtype);
 /// Differentiable view with another shape.
 Tensor reshape(const Tensor& x, const Shape& shape);
 
+// ---- layout (each result is a new contiguous tensor: mixtape's tensors are contiguous row-major, so a transpose
+// or a slice is a copy, never a strided view; see the README's "Views and copies") ----
+/// Axes reordered: result axis i is x's axis dims[i].
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+/// Axes dim0 and dim1 swapped.
+Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);
+/// Elements [start, start + length) of axis dim.
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+/// Elements [start, end) of axis dim, Python style: negative indices count from the end, out-of-range ones clamp.
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end);
+/// The tensors joined along an existing axis (same sizes elsewhere). Promote under autocast (PyTorch's list).
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim);
+/// The tensors (one shape) joined along a new axis dim.
+Tensor stack(const std::vector<Tensor>& xs, int64_t dim);
+/// x cut along dim into pieces of `size` (the last may be smaller).
+std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim);
+
+// ---- embedding and attention ----
+/// Rows of weight (num_embeddings, dim) picked by i64 ids of any shape: (ids..., dim). The gradient of weight adds
+/// the rows of the output gradient in ascending position (deterministic: the same bits every run, also on CUDA);
+/// ids get none. An id outside [0, num_embeddings) is an error.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+/// x where mask (u8, broadcast to x) is zero, `value` where it is not.
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+/// Softmax over `axis` (any axis; the last without copies).
+Tensor softmax(const Tensor& x, int64_t axis);
+/// (n, n) u8 on `device`: 1 above the diagonal (the positions a causal attention hides), 0 elsewhere.
+Tensor causal_mask(int64_t n, Device device = Device::cpu());
+/// softmax(q @ k^T * scale [+ causal mask]) @ v for q (..., Lq, E), k (..., Lk, E), v (..., Lk, Ev) with the same
+/// leading dims; scale <= 0 means 1/sqrt(E). A composite (PyTorch's math path): q is scaled before its product
+/// with k (so float16 logits stay in range), the products run in autocast's lower precision and the softmax in
+/// float32; masked positions get -inf.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,
+                                    double scale = 0.0);
+
 // ---- operators (scalars become 0-d tensors of the tensor's dtype) ----
 Tensor operator+(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a, const Tensor& b);

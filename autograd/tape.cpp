@@ -109,14 +109,14 @@ void backward(const Tensor& y, const Tensor& seed) {
 
 namespace autograd {
 
-bool should_record(std::initializer_list<const Tensor*> inputs) {
+bool should_record(std::span<const Tensor* const> inputs) {
   if (!t_grad_enabled) return false;
   for (const Tensor* t : inputs)
     if (t->defined() && t->requires_grad()) return true;
   return false;
 }
 
-Tensor record(OpKind kind, std::initializer_list<const Tensor*> inputs, Tensor out, BackwardFn backward) {
+Tensor record(OpKind kind, std::span<const Tensor* const> inputs, Tensor out, BackwardFn backward) {
   Node node;
   node.kind = kind;
   for (const Tensor* t : inputs) {

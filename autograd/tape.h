@@ -51,10 +51,16 @@ namespace autograd {
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_out, const std::vector<bool>& needs)>;
 
 /// True if recording is on and any input requires grad.
-bool should_record(std::initializer_list<const Tensor*> inputs);
+bool should_record(std::span<const Tensor* const> inputs);
+inline bool should_record(std::initializer_list<const Tensor*> inputs) {
+  return should_record(std::span<const Tensor* const>(inputs.begin(), inputs.size()));
+}
 /// Appends a node producing `out` from `inputs` and marks `out` as requiring grad; returns out.
 /// Call only when should_record(inputs).
-Tensor record(OpKind kind, std::initializer_list<const Tensor*> inputs, Tensor out, BackwardFn backward);
+Tensor record(OpKind kind, std::span<const Tensor* const> inputs, Tensor out, BackwardFn backward);
+inline Tensor record(OpKind kind, std::initializer_list<const Tensor*> inputs, Tensor out, BackwardFn backward) {
+  return record(kind, std::span<const Tensor* const>(inputs.begin(), inputs.size()), std::move(out), std::move(backward));
+}
 
 }  // namespace autograd
 }  // namespace mixtape

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/broadcast_index.h"
 #include "core/tensor.h"
 
 namespace mixtape {
@@ -99,6 +100,16 @@ struct BatchNormParams {
   double momentum = 0.1, eps = 1e-5;
 };
 
+/// A copy between strided views of two tensors of one dtype and device (permute, narrow, concatenation): iteration
+/// element i, over index.sizes, goes from src element src_offset + off[1] to dst element dst_offset + off[0], where
+/// index.offsets(i, off) walks index.strides[0] (dst) and index.strides[1] (src). Offsets and strides count
+/// elements. Elements are moved as bits: no arithmetic, so no rounding and every dtype alike.
+struct StridedCopy {
+  BroadcastIndex<2> index;
+  int64_t numel = 0;
+  int64_t dst_offset = 0, src_offset = 0;
+};
+
 /// One device's kernels.
 class Backend {
  public:
@@ -122,6 +133,16 @@ class Backend {
   virtual void random(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) = 0;
   /// Same-device copy of equal byte size.
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;
+  /// The copy described by c (see StridedCopy), src and dst of one dtype; elements of dst outside it untouched.
+  virtual void strided_copy(const Tensor& src, const Tensor& dst, const StridedCopy& c) = 0;
+
+  // embedding (rows gathered by index, and the gradient scattered back)
+  /// out (n, d) = rows ids (n, i64) of weight (v, d). An id outside [0, v) throws mixtape::Error (CPU) or stops the
+  /// kernel with a device fault (CUDA: __trap, like PyTorch's device-side assert).
+  virtual void embedding(const Tensor& weight, const Tensor& ids, const Tensor& out) = 0;
+  /// gw (v, d) = for every row r the sum of the rows n of g (n, d) with ids[n] == r, added in ascending n in float32
+  /// (float64 for f64) and rounded once (zero for a row no id names): the same bits on every run and backend.
+  virtual void embedding_backward(const Tensor& g, const Tensor& ids, const Tensor& gw) = 0;
 
   // reductions: x viewed as (outer, n, inner) -> out (outer, inner); argmax writes i64.
   virtual void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out) = 0;

@@ -50,6 +50,22 @@ int64_t matmul_flops();
 /// Adds to matmul_flops (the ops above call it).
 void count_matmul_flops(int64_t flops);
 
+// ---- layout: every result is a new contiguous tensor (tensors are contiguous row-major, DESIGN §2) ----
+/// x with its axes reordered: result axis i is x's axis dims[i] (a permutation of 0..dim-1; negative counts from
+/// the end).
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+/// Elements [start, start + length) of axis `dim`.
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+/// In place: dst's elements [start, start + src.size(dim)) along `dim` become src (same dtype and device; the
+/// other axes equal).
+void copy_into(const Tensor& src, const Tensor& dst, int64_t dim, int64_t start);
+/// The tensors joined along `dim` (same dtype, device, and sizes on the other axes).
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim);
+/// Rows of weight (v, d) picked by i64 ids of any shape: (ids..., d).
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+/// The gradient of embedding: (num_rows, d), each row the sum of g's rows whose id names it (deterministic).
+Tensor embedding_backward(const Tensor& g, const Tensor& ids, int64_t num_rows);
+
 /// Softmax / log-softmax over the last axis.
 Tensor softmax(const Tensor& x, bool log);
 Tensor softmax_backward(const Tensor& y, const Tensor& gy, bool log);

@@ -100,6 +100,8 @@ class Tensor {
   Tensor to(DType dtype) const;
   /// A view with another shape sharing storage (one dimension may be -1); differentiable.
   Tensor reshape(const Shape& shape) const;
+  /// The transpose of a 2-D tensor (a copy; differentiable).
+  Tensor t() const;
 
   // ---- data movement (not recorded) ----
   /// A copy on another device (same dtype); returns *this when already there.
@@ -115,6 +117,14 @@ class Tensor {
   std::vector<T> to_vector() const;
   /// The value of a one-element tensor.
   double item() const;
+  /// The value of a one-element tensor as T (float, double, int64_t, Half, BFloat16 or uint8_t), converted with
+  /// the rules of a cast (an i64 stays exact, unlike item()'s double beyond 2^53).
+  template <class T>
+  T item() const {
+    MIXTAPE_CHECK(defined() && numel() == 1, "Tensor::item: expected one element, got ",
+                  defined() ? shape().to_string() : std::string("an undefined tensor"));
+    return to_vector<T>().front();
+  }
   /// Human-readable contents (elided beyond a few elements per dimension).
   std::string to_string() const;
 

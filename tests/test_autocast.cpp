@@ -71,6 +71,13 @@ std::vector<Case> cases() {
       {"batch_norm", Want::input, [](const Tensor& a, const Tensor&) {
          return batch_norm(a, zeros(Shape{4}), ones(Shape{4}), ones(Shape{4}), zeros(Shape{4}), true);
        }},
+      // transformer ops: cat is in PyTorch's promote list; permute, narrow (slicing) and embedding in none
+      {"permute", Want::input, [](const Tensor& a, const Tensor&) { return permute(a, {1, 0}); }},
+      {"narrow", Want::input, [](const Tensor& a, const Tensor&) { return narrow(a, 0, 1, 2); }},
+      {"cat", Want::input, [](const Tensor& a, const Tensor& b) { return cat({a, b}, 0); }},
+      {"embedding", Want::input, [](const Tensor& a, const Tensor&) {
+         return embedding(a, from_vector<int64_t>({3, 0}, Shape{2}));
+       }},
   };
 }
 

@@ -360,3 +360,32 @@ TEST_CASE("cuda kernels: f64 is storage only and compute ops say so", "[cuda][gp
   CHECK_THROWS_WITH(softmax(view(x, Shape{2, 2}), false), Contains("softmax") && Contains("f64"));
   CHECK(same_bits(cast(x, DType::f32), full(Shape{4}, 2.0, DType::f32)));
 }
+
+TEST_CASE("cuda kernels: permute, narrow, cat and embedding equal the CPU bit for bit; the embedding gradient is the "
+          "CPU's sums in position order", "[cuda][gpu][layout]") {
+  if (!gpu_or_skip("layout and embedding parity")) return;
+  for (DType dt : kAll) {
+    INFO(dtype_name(dt));
+    const Tensor x = values(Shape{3, 4, 5, 6}, dt, 40, 0.0, 100.0);
+    const Tensor xg = x.to(gpu());
+    check_equal(kernels::permute(xg, {3, 1, 0, 2}), kernels::permute(x, {3, 1, 0, 2}), "permute");
+    check_equal(kernels::permute(xg, {0, 1, 3, 2}), kernels::permute(x, {0, 1, 3, 2}), "permute of the last two axes");
+    check_equal(kernels::narrow(xg, 2, 1, 3), kernels::narrow(x, 2, 1, 3), "narrow");
+    check_equal(kernels::narrow(xg, 3, 5, 1), kernels::narrow(x, 3, 5, 1), "narrow of the last axis");
+    const Tensor y = values(Shape{3, 2, 5, 6}, dt, 41, 0.0, 100.0);
+    check_equal(kernels::cat({xg, y.to(gpu()), xg}, 1), kernels::cat({x, y, x}, 1), "cat");
+    const Tensor w = values(Shape{7, 5}, dt, 42, 0.0, 100.0);
+    const Tensor ids = from_vector<int64_t>({6, 0, 3, 3, 1, 6, 2, 0}, Shape{2, 4});
+    check_equal(kernels::embedding(w.to(gpu()), ids.to(gpu())), kernels::embedding(w, ids), "embedding");
+  }
+  // Not quantised: float sums depend on their order, so equal bits mean the same order (ascending position).
+  for (DType dt : kFloat) {
+    INFO(dtype_name(dt));
+    std::vector<int64_t> idv(500);
+    for (size_t i = 0; i < idv.size(); ++i) idv[i] = static_cast<int64_t>((i * 7) % 11 == 3 ? 9 : (i * 5) % 10);
+    const Tensor ids = from_vector<int64_t>(idv, Shape{500});
+    const Tensor g = values(Shape{500, 33}, dt, 43, -1.0, 1.0, false);
+    const Tensor want = kernels::embedding_backward(g, ids, 12);  // rows 10 and 11 named by no id: zeros
+    check_equal(kernels::embedding_backward(g.to(gpu()), ids.to(gpu()), 12), want, "embedding backward");
+  }
+}

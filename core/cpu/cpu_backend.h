@@ -39,6 +39,9 @@ class CpuBackend final : public Backend {
   void arange(const Tensor& out, double start, double step) override;
   void random(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) override;
   void copy(const Tensor& src, const Tensor& dst) override;
+  void strided_copy(const Tensor& src, const Tensor& dst, const StridedCopy& c) override;
+  void embedding(const Tensor& weight, const Tensor& ids, const Tensor& out) override;
+  void embedding_backward(const Tensor& g, const Tensor& ids, const Tensor& gw) override;
   void reduce(ReduceOp op, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out) override;
   void gemm(const GemmArgs& args) override;
   void softmax(const Tensor& x, const Tensor& out, bool log) override;
