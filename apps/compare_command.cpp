@@ -66,10 +66,11 @@ void check_destinations(const CompareOptions& o) {
 
 std::string compare_table(const std::vector<TrainResult>& runs) {
   std::ostringstream os;
+  const bool text = !runs.empty() && runs.front().context > 0;  // gpt: validation bits/char and next-char accuracy
   os << std::left << std::setw(10) << "precision" << std::right << std::setw(12) << "samples/s" << std::setw(9) << "speedup"
      << std::setw(11) << "peak MiB" << std::setw(8) << "ratio" << std::setw(10) << "act MiB" << std::setw(8) << "ratio"
-     << std::setw(12) << "final loss" << std::setw(10) << "test acc" << std::setw(9) << "skipped" << std::setw(12)
-     << "loss scale" << "\n";
+     << std::setw(12) << "final loss" << (text ? "   val bpc" : "") << std::setw(10) << (text ? "char acc" : "test acc")
+     << std::setw(9) << "skipped" << std::setw(12) << "loss scale" << "\n";
   if (runs.empty()) return os.str();
   const TrainResult& base = runs.front();
   auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
@@ -80,7 +81,9 @@ std::string compare_table(const std::vector<TrainResult>& runs) {
        << ratio(static_cast<double>(r.peak_mem_bytes), static_cast<double>(base.peak_mem_bytes)) << std::setprecision(1)
        << std::setw(10) << mib(r.activation_bytes) << std::setprecision(2) << std::setw(8)
        << ratio(static_cast<double>(r.activation_bytes), static_cast<double>(base.activation_bytes)) << std::setprecision(4)
-       << std::setw(12) << r.final_loss << std::setprecision(2) << std::setw(9) << 100.0 * r.test_acc << "%"
+       << std::setw(12) << r.final_loss;
+    if (text) os << std::setprecision(4) << std::setw(10) << r.val_bpc;
+    os << std::setprecision(2) << std::setw(9) << 100.0 * r.test_acc << "%"
        << std::setw(9) << r.skipped_steps << std::setprecision(0) << std::setw(12) << r.loss_scale << "\n";
   }
   return os.str();
@@ -93,7 +96,8 @@ CLI::App* add_compare_command(CLI::App& app, CompareOptions& o) {
       "throughput (and speedup over the first precision), peak memory and activation bytes (and their ratios),\n"
       "final loss, test accuracy, skipped steps and the final loss scale. Per-step loss and loss-scale CSVs go to\n"
       "--out; --plot FILE.png draws the loss curves with gnuplot (Debian: gnuplot-nox).\n"
-      "Example: mixtape compare --model mlp --epochs 3 --plot loss.png\n");
+      "Example: mixtape compare --model mlp --epochs 3 --plot loss.png\n"
+      "         mixtape compare --model gpt   (the validation bits per character of each precision)\n");
   add_run_options(cmd, o.base);
   cmd->add_option("--precisions", o.precisions, "Comma-separated precisions; the first is the baseline")
       ->delimiter(',')

@@ -18,6 +18,7 @@
 
 #include "apps/bench_command.h"
 #include "apps/compare_command.h"
+#include "apps/sample_command.h"
 #include "apps/train_command.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -341,6 +342,8 @@ int main(int argc, char** argv) {
   mixtape::app::add_compare_command(app, compare_options);
   mixtape::app::BenchOptions bench_options;
   mixtape::app::add_bench_command(app, bench_options);
+  mixtape::app::SampleOptions sample_options;
+  mixtape::app::add_sample_command(app, sample_options);
 
   try {
     app.parse(argc, argv);
@@ -357,6 +360,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("train")) return mixtape::app::run_train_command(train_config, train_json);
     if (app.got_subcommand("compare")) return mixtape::app::run_compare_command(compare_options);
     if (app.got_subcommand("bench")) return mixtape::app::run_bench_command(bench_options);
+    if (app.got_subcommand("sample")) return mixtape::app::run_sample_command(sample_options);
   } catch (const mixtape::Error& e) {
     return fail("error", e.what(), 1);
   } catch (const std::exception& e) {

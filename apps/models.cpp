@@ -42,12 +42,13 @@ std::shared_ptr<nn::Module> make_mlp(int64_t hidden) {
 }
 }  // namespace
 
-std::vector<std::string> model_names() { return {"mlp", "cnn", "wide"}; }
+std::vector<std::string> model_names() { return {"mlp", "cnn", "wide", "gpt"}; }
 
 std::shared_ptr<nn::Module> make_model(const std::string& name) {
   if (name == "mlp") return make_mlp(1024);
   if (name == "wide") return make_mlp(8192);
   if (name == "cnn") return make_cnn();
+  MIXTAPE_CHECK(name != "gpt", "the gpt's size depends on its text's vocabulary: it is built by mixtape train (apps/tasks.h)");
   std::string known;
   for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
   throw Error(detail::cat("unknown model '", name, "': expected one of ", known));

@@ -31,9 +31,11 @@ void add_run_options(CLI::App* cmd, TrainConfig& c) {
   cmd->add_option("--weight-decay", c.weight_decay, "Weight decay (AdamW: decoupled; default 0, AdamW 0.01)")
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", c.seed, "Seed of the initial weights and of the shuffling")->capture_default_str();
-  cmd->add_option("--data", c.data_dir, "Directory holding the Fashion-MNIST IDX files")->check(CLI::ExistingDirectory);
-  cmd->add_option("--limit", c.limit, "Use only the first N training samples")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-  cmd->add_option("--test-limit", c.test_limit, "Use only the first N test samples")
+  cmd->add_option("--data", c.data_dir, "mlp/cnn: directory holding the Fashion-MNIST IDX files; gpt: a UTF-8 text file "
+                  "(default: the quotations of Debian's fortunes package)")
+      ->check(CLI::ExistingPath);
+  cmd->add_option("--limit", c.limit, "Use only the first N training samples (gpt: characters)")->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--test-limit", c.test_limit, "Use only the first N test samples (gpt: validation characters)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   cmd->add_flag("!--no-progress", c.progress, "Do not report progress on stderr");
   cmd->add_option("--threads", c.threads,
@@ -44,6 +46,22 @@ void add_run_options(CLI::App* cmd, TrainConfig& c) {
                   "sent at the cost of rounding each gradient to 16 bits first")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_option("--steps", c.steps, "gpt: optimizer steps per epoch (each epoch ends with a validation pass)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--context", c.context, "gpt: characters per training window (the context length)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--width", c.width, "gpt: model width (embedding size)")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--depth", c.depth, "gpt: number of transformer blocks")->capture_default_str()->check(CLI::Range(1, 1024));
+  cmd->add_option("--heads", c.heads, "gpt: attention heads (a divisor of --width)")->capture_default_str()->check(CLI::Range(1, 1024));
+  // the gpt's own defaults where the flags were not given: batch 32 windows, 4 epochs of 250 steps
+  cmd->callback([cmd, &c] {
+    if (!is_text_model(c.model)) return;
+    if (cmd->count("--batch") == 0) c.batch = 32;
+    if (cmd->count("--epochs") == 0) c.epochs = 4;
+    if (cmd->count("--test-limit") == 0) c.test_limit = 32768;  // validation characters: 512 windows of 64
+  });
   cmd->add_option("--cpu-kernels", c.cpu_kernels,
                   "CPU matrix products and convolutions on auto (oneDNN where it pays on this CPU), onednn or eigen "
                   "(default: MIXTAPE_CPU_KERNELS, else auto)")
@@ -51,12 +69,16 @@ void add_run_options(CLI::App* cmd, TrainConfig& c) {
 }
 
 CLI::App* add_train_command(CLI::App& app, TrainConfig& c, bool& json) {
-  CLI::App* cmd = app.add_subcommand("train", "Train a model on Fashion-MNIST in fp32, fp16 or bf16");
+  CLI::App* cmd = app.add_subcommand("train", "Train a model on Fashion-MNIST (mlp, cnn) or on text (gpt) in fp32, fp16 or bf16");
   cmd->footer(
-      "Trains on Fashion-MNIST's 60,000 training images and reports the accuracy on its 10,000 test images after\n"
-      "every epoch. Data come from Debian's dataset-fashion-mnist package (" +
+      "mlp and cnn train on Fashion-MNIST's 60,000 training images and report the accuracy on its 10,000 test images\n"
+      "after every epoch. Data come from Debian's dataset-fashion-mnist package (" +
       data::default_fashion_mnist_dir() +
       ") unless --data DIR is given.\n"
+      "gpt is a character-level transformer: it trains on random windows of a UTF-8 text (--data FILE; by default\n"
+      "the quotations of Debian's fortunes package), 90% for training and the last 10% for validation, and reports\n"
+      "the validation loss in bits per character after every epoch of --steps steps (defaults: batch 32, 4 epochs, 32,768 validation characters).\n"
+      "mixtape sample --checkpoint FILE then writes text with the saved model.\n"
       "Progress goes to stderr (a live bar on a terminal). --save writes a checkpoint (safetensors: weights,\n"
       "optimizer state, step, RNG state, config) after every epoch, atomically; --resume continues a saved run\n"
       "exactly, up to --epochs in total.\n"

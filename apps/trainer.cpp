@@ -19,6 +19,7 @@
 #include "amp/autocast.h"
 #include "amp/grad_scaler.h"
 #include "apps/models.h"
+#include "apps/tasks.h"
 #include "autograd/ops.h"
 #include "core/backend.h"
 #include "core/cpu_kernels.h"
@@ -57,28 +58,6 @@ Device resolve_device(const std::string& name) {
   }
   backend_for(d);  // throws a clear error when the device is unavailable
   return d;
-}
-
-/// Fraction of correctly classified samples, in batches, without recording. The count stays on the device
-/// (float32 sums of whole numbers, exact below 2^24 samples) and is read once at the end. Several ranks share the
-/// batches (rank r takes batches r, r + N, ...) and add up their counts.
-double evaluate(nn::Module& model, const data::Dataset& ds, Device device) {
-  NoGradGuard no_grad;
-  model.eval();
-  data::DataLoader loader(ds, {.batch_size = 1000, .shuffle = false, .prefetch = false, .pin_memory = device.is_cuda()});
-  const int world = dist::world_size(), me = dist::rank();
-  Tensor correct = scalar_tensor(0.0, DType::f32, device);
-  for (const data::Batch& batch : loader) {
-    if (batch.index % world != me) continue;
-    const Tensor yd = batch.labels.to(device);
-    const Tensor pred = kernels::argmax(model.forward(batch.inputs.to(device)), -1, false);
-    const Tensor hits = kernels::cast(kernels::binary(BinaryOp::eq, pred, yd), DType::f32);
-    const Tensor n = kernels::reduce(ReduceOp::sum, hits, {}, false);
-    correct = kernels::binary(BinaryOp::add, correct, n);
-  }
-  if (world > 1) dist::all_reduce(correct, dist::ReduceOp::sum);
-  model.train();
-  return ds.size() ? correct.item() / static_cast<double>(ds.size()) : 0.0;
 }
 
 /// One training step whose loss has not been read on the host yet (see kDeviceLossReadInterval).
@@ -143,11 +122,12 @@ nlohmann::json to_json(const TrainConfig& c) {
   return {{"model", c.model},   {"device", c.device}, {"precision", c.precision}, {"loss_scale", c.loss_scale},         {"epochs", c.epochs}, {"batch", c.batch},
           {"lr", c.lr},         {"optimizer", c.optimizer},   {"momentum", c.momentum},
           {"weight_decay", c.weight_decay}, {"seed", c.seed}, {"limit", c.limit},   {"test_limit", c.test_limit},
-          {"tf32", c.tf32}};
+          {"tf32", c.tf32}, {"steps", c.steps}, {"context", c.context}, {"width", c.width},
+          {"depth", c.depth}, {"heads", c.heads}};
 }
 
 nlohmann::json to_json(const TrainResult& r) {
-  return {{"model", r.model},
+  nlohmann::json j = {{"model", r.model},
           {"precision", r.precision},
           {"device", r.device},
           {"epochs", r.epochs},
@@ -166,6 +146,13 @@ nlohmann::json to_json(const TrainResult& r) {
           {"loss_scale", r.loss_scale},
           {"activation_bytes", r.activation_bytes},
           {"peak_reserved_bytes", r.peak_reserved_bytes}};
+  if (r.context > 0) {  // a text model: a sample is a window of `context` characters
+    j["context"] = r.context;
+    j["val_loss"] = r.val_loss;
+    j["val_bpc"] = r.val_bpc;
+    j["chars_per_s"] = r.samples_per_s * static_cast<double>(r.context);
+  }
+  return j;
 }
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, const std::vector<Tensor>& params) {
@@ -184,7 +171,9 @@ void check_resumable(const Checkpoint& ck, const TrainConfig& c) {
   const RunState& saved = ck.state;
   const std::string& path = ck.path;
   const nlohmann::json run = to_json(c);
-  for (const char* key : {"model", "optimizer", "batch", "seed", "limit", "precision"})
+  std::vector<const char*> keys = {"model", "optimizer", "batch", "seed", "limit", "precision"};
+  if (is_text_model(c.model)) keys.insert(keys.end(), {"steps", "context", "width", "depth", "heads"});
+  for (const char* key : keys)
     MIXTAPE_CHECK(!saved.config.contains(key) || saved.config[key] == run[key], "--resume ", path,
                   ": the checkpoint was made with ", key, "=", json_limits::brief(saved.config[key]), " but this run has ",
                   key, "=", run[key].dump(), "; resuming exactly needs the same value");
@@ -235,9 +224,16 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
                 "--loss-scale must be auto, on or off, got '", c.loss_scale, "'");
   const bool scaling = c.loss_scale == "on" || (c.loss_scale == "auto" && lower == DType::f16);
 
-  // Model and optimizer first (cheap, and they validate --model/--optimizer), then the data.
+  // A checkpoint to resume is read first: a text model's vocabulary comes from it.
+  std::optional<Checkpoint> resume;
+  if (!c.resume_path.empty()) {
+    resume.emplace(read_checkpoint(c.resume_path));
+    check_resumable(*resume, c);
+  }
+  // The data, then the model (a text model's size depends on its vocabulary) and the optimizer.
+  std::unique_ptr<Task> task = make_task(c, device, resume ? &resume->state.config : nullptr);
   manual_seed(c.seed);
-  std::shared_ptr<nn::Module> model = make_model(c.model);
+  std::shared_ptr<nn::Module> model = task->make_model();
   model->to(device);
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(c, model->parameters());
   // fp16 needs loss scaling (its gradients underflow); bf16 has float32's range and does not by default.
@@ -249,23 +245,20 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
                                                                   : precision_dtype(c.grad_comm)});
     dp->attach(scaler);
   }
-  const std::string dir = c.data_dir.empty() ? data::default_fashion_mnist_dir() : c.data_dir;
-  const data::Dataset train_set = data::load_fashion_mnist(dir, true, c.limit);
-  const data::Dataset test_set = data::load_fashion_mnist(dir, false, c.test_limit);
 
   RunState state;
   state.config = to_json(c);
   state.config["world_size"] = world;
-  if (!c.resume_path.empty()) {
-    const Checkpoint ck = read_checkpoint(c.resume_path);
-    const RunState& saved = ck.state;
-    check_resumable(ck, c);
-    apply_checkpoint(ck, *model, *opt);
-    if (!ck.scaler_state.empty()) scaler.load_state_dict(ck.scaler_state);
+  task->describe(state.config);
+  if (resume) {
+    const RunState& saved = resume->state;
+    apply_checkpoint(*resume, *model, *opt);
+    if (!resume->scaler_state.empty()) scaler.load_state_dict(resume->scaler_state);
     state.epoch = saved.epoch;
     state.step = saved.step;
     default_generator().set_state(saved.rng_seed, saved.rng_offset);
     log << "resumed from " << c.resume_path << " at epoch " << saved.epoch << ", step " << saved.step << "\n";
+    resume.reset();  // its tensors are no longer needed
   }
 
   std::ofstream csv;
@@ -277,11 +270,7 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
     if (c.resume_path.empty()) csv << "step,epoch,loss,lr,loss_scale,skipped\n";
   }
 
-  // On a GPU the batches are built in pinned memory, so their copies to the device are asynchronous.
-  // Several ranks: the same shuffle, each rank its own share (data/loader.h); --batch is per rank.
-  data::DataLoader loader(train_set, {.batch_size = c.batch, .shuffle = true, .drop_last = false, .seed = c.seed,
-                                      .pin_memory = device.is_cuda(), .rank = dist::rank(), .world_size = world});
-  const int64_t steps_per_epoch = loader.num_batches();
+  const int64_t steps_per_epoch = task->steps_per_epoch();
   Progress progress(log, c.progress, steps_per_epoch * (c.epochs - state.epoch));
 
   TrainResult r;
@@ -324,12 +313,12 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
                     static_cast<double>(run_samples) / (train_seconds + seconds_since(t0)));
   };
   for (int64_t epoch = state.epoch; epoch < c.epochs; ++epoch) {
-    loader.set_epoch(epoch);
+    task->begin_epoch(epoch);
     model->train();
     t0 = Clock::now();
     epoch_loss = 0;
     int64_t epoch_steps = 0;
-    for (auto [x, y] : loader) {
+    for (Tensor x, y; task->next(x, y);) {
       const Tensor xd = x.to(device), yd = y.to(device);
       // This thread's bytes only: the loader's prefetch thread allocates the next batch meanwhile.
       const int64_t held_before = thread_net_bytes(device);
@@ -337,7 +326,7 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
       {
         std::optional<amp::Autocast> autocast;
         if (use_amp) autocast.emplace(device, lower);
-        loss = cross_entropy(dp ? dp->forward(xd) : model->forward(xd), yd);
+        loss = task->loss(dp ? dp->forward(xd) : model->forward(xd), yd);
       }
       r.activation_bytes = std::max(r.activation_bytes, thread_net_bytes(device) - held_before);
       opt->zero_grad();
@@ -363,12 +352,18 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
     flush();
     train_seconds += seconds_since(t0);
     state.epoch = epoch + 1;
-    r.test_acc = evaluate(*model, test_set, device);
+    task->evaluate(*model, device, r);
     progress.finish_line();
     log << std::fixed << std::setprecision(4) << "epoch " << epoch + 1 << "/" << c.epochs << ": mean loss "
-        << epoch_loss / static_cast<double>(std::max<int64_t>(epoch_steps, 1)) << ", test accuracy "
-        << std::setprecision(2) << 100.0 * r.test_acc << "%, " << std::setprecision(0)
-        << static_cast<double>(run_samples) / train_seconds << " samples/s\n" << std::flush;
+        << epoch_loss / static_cast<double>(std::max<int64_t>(epoch_steps, 1));
+    if (is_text_model(c.model))
+      log << ", validation loss " << r.val_loss << " (" << std::setprecision(3) << r.val_bpc
+          << " bits/char), next-char accuracy " << std::setprecision(2) << 100.0 * r.test_acc << "%, "
+          << std::setprecision(0) << static_cast<double>(run_samples * c.context) / train_seconds << " chars/s\n";
+    else
+      log << ", test accuracy " << std::setprecision(2) << 100.0 * r.test_acc << "%, " << std::setprecision(0)
+          << static_cast<double>(run_samples) / train_seconds << " samples/s\n";
+    log << std::flush;
     if (!c.save_path.empty()) {
       state.rng_seed = default_generator().seed();
       state.rng_offset = default_generator().offset();

@@ -1,5 +1,6 @@
 #pragma once
 // The training run behind `mixtape train`: data, model, optimizer, loop, evaluation, logs and checkpoints.
+#include <cmath>
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
@@ -46,7 +47,14 @@ struct TrainConfig {
   int threads = 0;                ///< CPU threads for the CPU kernels (0: the default, see core/cpu_threads.h)
   std::string cpu_kernels;        ///< auto, onednn or eigen (core/cpu_kernels.h); empty: MIXTAPE_CPU_KERNELS/auto
   std::string grad_comm = "fp32";  ///< under mpirun: the dtype gradients travel in (fp32, bf16, fp16; dist/data_parallel.h)
+  // gpt only (character-level language model on text: data_dir is then a UTF-8 file, empty for the default corpus)
+  int64_t steps = 250;   ///< optimizer steps per epoch (an epoch ends with a validation pass)
+  int64_t context = 64;  ///< characters per training window (the model's context length)
+  int64_t width = 128, depth = 4, heads = 4;  ///< the GPT's width, number of blocks and attention heads
 };
+
+/// The models that learn from text rather than images.
+inline bool is_text_model(const std::string& model) { return model == "gpt"; }
 
 /// What a run measured (the --json fields).
 struct TrainResult {
@@ -61,6 +69,10 @@ struct TrainResult {
   double loss_scale = 1.0;       ///< final loss scale (1 without a scaler)
   int64_t activation_bytes = 0;  ///< bytes a forward pass keeps alive for backward (max over steps)
   std::string amp_report;        ///< amp::report() text when asked for
+  /// gpt: validation loss (nats per character) and bits per character after the last epoch; test_acc is then the
+  /// validation next-character accuracy. NaN for the image models.
+  double val_loss = NAN, val_bpc = NAN;
+  int64_t context = 0;  ///< gpt: characters per window (a sample is one window); 0 for the image models
 };
 
 /// The autocast dtype of a precision name (f32 for "fp32"); throws for unknown names.
