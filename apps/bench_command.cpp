@@ -20,6 +20,7 @@
 #include "amp/grad_scaler.h"
 #include "apps/bench_machine.h"
 #include "apps/models.h"
+#include "apps/tasks.h"
 #include "apps/trainer.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -92,7 +93,12 @@ json bench_train(const std::string& model_name, const std::string& precision, in
                  const BenchOptions& o) {
   const DType lower = precision_dtype(precision);
   manual_seed(0);
-  std::shared_ptr<nn::Module> model = make_model(model_name);
+  // The gpt at `mixtape train --model gpt`'s defaults, over the default corpus's 101 characters; a sample is a
+  // window of 64 ids.
+  const bool gpt = is_text_model(model_name);
+  constexpr int64_t kGptVocab = 101;
+  const TrainConfig gpt_config;
+  std::shared_ptr<nn::Module> model = gpt ? make_gpt(gpt_config, kGptVocab) : make_model(model_name);
   model->to(device);
   model->train();
   optim::Adam opt(model->parameters(), optim::AdamOptions{.lr = 1e-3});
@@ -103,6 +109,15 @@ json bench_train(const std::string& model_name, const std::string& precision, in
   std::mt19937_64 label_rng(2);
   std::vector<Tensor> xs, ys;
   for (int i = 0; i < kBatches; ++i) {
+    if (gpt) {
+      const int64_t t = gpt_config.context;
+      std::vector<int64_t> ids(static_cast<size_t>(batch * t)), next(ids.size());
+      for (auto& v : ids) v = static_cast<int64_t>(label_rng() % kGptVocab);
+      for (auto& v : next) v = static_cast<int64_t>(label_rng() % kGptVocab);
+      xs.push_back(from_vector(ids, Shape{batch, t}).to(device));
+      ys.push_back(from_vector(next, Shape{batch * t}).to(device));
+      continue;
+    }
     xs.push_back(rand(Shape{batch, 784}, DType::f32, Device::cpu(), &gen).to(device));
     std::vector<int64_t> labels(static_cast<size_t>(batch));
     for (auto& l : labels) l = static_cast<int64_t>(label_rng() % 10);
@@ -119,7 +134,8 @@ json bench_train(const std::string& model_name, const std::string& precision, in
     {
       std::optional<amp::Autocast> autocast;
       if (lower != DType::f32) autocast.emplace(device, lower);
-      loss = cross_entropy(model->forward(x), y);
+      const Tensor out = model->forward(x);
+      loss = cross_entropy(gpt ? reshape(out, Shape{y.size(0), out.size(-1)}) : out, y);
     }
     activation_bytes = std::max(activation_bytes, memory_stats(device).current_bytes - held_before);
     opt.zero_grad();
@@ -298,7 +314,8 @@ json run_bench(const BenchOptions& o, std::ostream& log) {
                 "--warmup at least 0, got ", o.steps, ", ", o.repeats, ", ", o.warmup);
   for (const auto& s : o.gemm_shapes) parse_gemm_shape(s);  // fail before measuring anything
   for (const auto& p : o.precisions) precision_dtype(p);
-  for (const auto& m : o.models) make_model(m);
+  for (const auto& m : o.models)
+    if (!is_text_model(m)) make_model(m);
   if (!o.cpu_kernels.empty()) set_cpu_kernels(parse_cpu_kernels(o.cpu_kernels));
   const Device device = bench_device(o.device);
   const int threads = restrict_to_cpus(o.threads);
@@ -332,7 +349,7 @@ json run_bench(const BenchOptions& o, std::ostream& log) {
                  {"machine", machine},
                  {"config",
                   {{"warmup", o.warmup}, {"steps", o.steps}, {"repeats", o.repeats}, {"optimizer", "adam"}, {"lr", 1e-3},
-                   {"data", "synthetic: (N, 784) uniform [0, 1) pixels, labels 0..9"}}},
+                   {"data", "synthetic: (N, 784) uniform [0, 1) pixels, labels 0..9; gpt: windows of 64 ids of 101"}}},
                  {"train", json::array()},
                  {"gemm", json::array()}};
   if (o.train) {

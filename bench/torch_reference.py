@@ -2,7 +2,8 @@
 """PyTorch's side of `mixtape bench --vs-pytorch`: the same models, batches, optimizer and data shape.
 
 Trains apps/models.cpp's models (the 784-1024-1024-10 MLP and the conv-BN-ReLU-pool x2 CNN) with Adam (lr 1e-3)
-on synthetic data of Fashion-MNIST's shape, in fp32 and under autocast (bf16; fp16 with a GradScaler where the
+on synthetic data of Fashion-MNIST's shape (and the character-level GPT of bench/gpt_reference.py on windows of 64
+random ids of 101), in fp32 and under autocast (bf16; fp16 with a GradScaler where the
 device supports it), times warm-up + repeats x steps training steps, and times torch.matmul per dtype and shape.
 Progress goes to stderr; the last stdout line is one JSON object with the fields `mixtape bench --json` prints.
 
@@ -57,7 +58,14 @@ def make_model(torch, name):
                              nn.Conv2d(1, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Conv2d(32, 64, 3, 1, 1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
-    raise SystemExit(f"unknown model '{name}': expected mlp or cnn")
+    if name == "gpt":  # the GPT of `mixtape train --model gpt` at its defaults (bench/gpt_reference.py)
+        from gpt_reference import GPT
+        return GPT(GPT_VOCAB, GPT_CONTEXT, 128, 4, 4)
+    raise SystemExit(f"unknown model '{name}': expected mlp, cnn or gpt")
+
+
+# the gpt's bench input: windows of 64 character ids over the default corpus's 101 characters
+GPT_VOCAB, GPT_CONTEXT = 101, 64
 
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -107,8 +115,12 @@ def bench_train(torch, model_name, precision, batch, device, a):
     dtype = getattr(torch, DTYPES[precision])
     scaler = torch.cuda.amp.GradScaler(enabled=precision == "fp16" and device.type == "cuda")
     g = torch.Generator().manual_seed(1)
-    xs = [torch.rand(batch, 784, generator=g).to(device) for _ in range(4)]
-    ys = [torch.randint(0, 10, (batch,), generator=g).to(device) for _ in range(4)]
+    if model_name == "gpt":  # a sample is a window of GPT_CONTEXT ids
+        xs = [torch.randint(0, GPT_VOCAB, (batch, GPT_CONTEXT), generator=g).to(device) for _ in range(4)]
+        ys = [torch.randint(0, GPT_VOCAB, (batch * GPT_CONTEXT,), generator=g).to(device) for _ in range(4)]
+    else:
+        xs = [torch.rand(batch, 784, generator=g).to(device) for _ in range(4)]
+        ys = [torch.randint(0, 10, (batch,), generator=g).to(device) for _ in range(4)]
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -119,7 +131,8 @@ def bench_train(torch, model_name, precision, batch, device, a):
         state["i"] += 1
         before = torch.cuda.memory_allocated(device) if cuda else 0
         with torch.autocast(device_type=device.type, dtype=dtype) if use_amp else contextlib.nullcontext():
-            loss = F.cross_entropy(model(x), y)
+            out = model(x)
+            loss = F.cross_entropy(out.reshape(y.shape[0], -1).float() if model_name == "gpt" else out, y)
         if cuda:
             state["act"] = max(state["act"], torch.cuda.memory_allocated(device) - before)
         opt.zero_grad()
