@@ -361,7 +361,7 @@ TEST_CASE("cuda kernels: f64 is storage only and compute ops say so", "[cuda][gp
   CHECK(same_bits(cast(x, DType::f32), full(Shape{4}, 2.0, DType::f32)));
 }
 
-TEST_CASE("cuda kernels: permute, narrow, cat and embedding equal the CPU bit for bit; the embedding gradient is the "
+TEST_CASE("cuda kernels: permute, narrow, cat and embedding equal the CPU bit for bit, and the embedding gradient is the "
           "CPU's sums in position order", "[cuda][gpu][layout]") {
   if (!gpu_or_skip("layout and embedding parity")) return;
   for (DType dt : kAll) {

@@ -21,7 +21,7 @@ std::string write_temp(const std::string& name, const std::string& bytes) {
 
 }  // namespace
 
-TEST_CASE("UTF-8: multi-byte characters round-trip; invalid sequences are errors naming the byte", "[data][text]") {
+TEST_CASE("UTF-8: multi-byte characters round-trip, and invalid sequences are errors naming the byte", "[data][text]") {
   const std::string s = "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80z";  // a é € 😀 z
   const std::u32string u = data::decode_utf8(s, "t");
   REQUIRE(u.size() == 5);
