@@ -13,15 +13,6 @@ endif()
 set(base train --model mlp --limit 2048 --test-limit 500 --seed 5 --threads 1 --no-progress --json)
 set(common ${base} --device ${DEVICE})
 
-function(run out_var)  # run(OUT cmd...): stdout of a command that must succeed
-  execute_process(COMMAND ${ARGN} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "${ARGN} exited with ${rc}:\n${out}\n${err}")
-  endif()
-  string(STRIP "${out}" out)
-  set(${out_var} "${out}" PARENT_SCOPE)
-endfunction()
-
 run(two ${MPIEXEC} -n 2 "${MIXTAPE}" ${common} --epochs 2 --batch 64 --log "${WORK}/two.csv")
 string(REGEX MATCHALL "\"world_size\"" results "${two}")
 list(LENGTH results n_results)

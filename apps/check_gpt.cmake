@@ -3,6 +3,7 @@
 # bad input (a character outside the vocabulary, a checkpoint of another model, too little text) is refused with a
 # message that names it.
 #   cmake -DMIXTAPE=path/to/mixtape -DWORK=dir -P check_gpt.cmake
+include(${CMAKE_CURRENT_LIST_DIR}/check_numbers.cmake)  # run
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
 # a text with structure to learn: sentences built from a few words, in a fixed pseudo-random order
@@ -25,14 +26,6 @@ set(model_flags --context 16 --width 32 --depth 1 --heads 2)
 set(base train --model gpt --data "${WORK}/text.txt" --steps 15 --batch 8 --seed 3 --threads 1 --no-progress --json)
 set(common ${base} ${model_flags})
 
-function(run out_var)  # run(OUT cmd...): stdout of a command that must succeed
-  execute_process(COMMAND ${ARGN} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "${ARGN} exited with ${rc}:\n${out}\n${err}")
-  endif()
-  string(STRIP "${out}" out)
-  set(${out_var} "${out}" PARENT_SCOPE)
-endfunction()
 function(fails pattern)  # fails(PATTERN cmd...): the command must fail with PATTERN in its stderr
   execute_process(COMMAND ${ARGN} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
   if(rc EQUAL 0 OR NOT err MATCHES "${pattern}")

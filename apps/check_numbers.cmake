@@ -1,5 +1,5 @@
 # Helpers of the CLI check scripts. CMake's math() is integer only: to_micro(VALUE OUT) turns a decimal string
-# "I.FFF..." into an integer count of millionths.
+# "I.FFF..." into an integer count of millionths. run(OUT cmd...) runs a command that must succeed.
 function(to_micro value out)
   if(NOT value MATCHES "^([0-9]+)(\\.([0-9]*))?$")
     message(FATAL_ERROR "unexpected number '${value}'")
@@ -21,4 +21,14 @@ function(micro_gap a b out)
     math(EXPR gap "-${gap}")
   endif()
   set(${out} ${gap} PARENT_SCOPE)
+endfunction()
+
+# run(OUT cmd...): the stripped stdout of a command that must succeed (its output and errors shown when it fails).
+function(run out_var)  # run(OUT cmd...): stdout of a command that must succeed
+  execute_process(COMMAND ${ARGN} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${ARGN} exited with ${rc}:\n${out}\n${err}")
+  endif()
+  string(STRIP "${out}" out)
+  set(${out_var} "${out}" PARENT_SCOPE)
 endfunction()

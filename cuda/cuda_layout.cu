@@ -54,6 +54,18 @@ __global__ void embedding_backward_kernel(const T* __restrict__ g, const int64_t
   }
 }
 
+/// Calls f(type_tag<U>{}) with U the unsigned integer of `bytes` bytes: kernels that move elements as bits.
+template <class F>
+void dispatch_bits(size_t bytes, const char* what, F&& f) {
+  switch (bytes) {
+    case 1: return f(type_tag<uint8_t>{});
+    case 2: return f(type_tag<uint16_t>{});
+    case 4: return f(type_tag<uint32_t>{});
+    case 8: return f(type_tag<uint64_t>{});
+    default: throw Error(detail::cat(what, ": unexpected element size ", bytes));
+  }
+}
+
 }  // namespace
 
 void CudaBackend::strided_copy(const Tensor& src, const Tensor& dst, const StridedCopy& c) {
@@ -61,39 +73,25 @@ void CudaBackend::strided_copy(const Tensor& src, const Tensor& dst, const Strid
                 dtype_name(dst.dtype()), ")");
   if (c.numel == 0) return;
   DeviceGuard g(index_);
-  auto launch = [&](auto tag) {
+  dispatch_bits(dtype_size(src.dtype()), "strided_copy", [&](auto tag) {
     using U = typename decltype(tag)::type;
     strided_copy_kernel<U><<<plan::grid_blocks(c.numel), plan::kElementwiseThreads, 0, stream_>>>(
         static_cast<const U*>(src.raw_data()) + c.src_offset, static_cast<U*>(dst.raw_data()) + c.dst_offset, c.index,
         c.numel);
     MIXTAPE_CUDA_CHECK_LAUNCH();
-  };
-  switch (dtype_size(src.dtype())) {
-    case 1: launch(type_tag<uint8_t>{}); break;
-    case 2: launch(type_tag<uint16_t>{}); break;
-    case 4: launch(type_tag<uint32_t>{}); break;
-    case 8: launch(type_tag<uint64_t>{}); break;
-    default: throw Error("strided_copy: unexpected element size");
-  }
+  });
 }
 
 void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, const Tensor& out) {
   const int64_t v = weight.size(0), d = weight.size(1), n = ids.numel();
   if (n * d == 0) return;
   DeviceGuard g(index_);
-  auto launch = [&](auto tag) {
+  dispatch_bits(dtype_size(weight.dtype()), "embedding", [&](auto tag) {
     using U = typename decltype(tag)::type;
     embedding_kernel<U><<<plan::grid_blocks(n * d), plan::kElementwiseThreads, 0, stream_>>>(
         static_cast<const U*>(weight.raw_data()), ids.data<int64_t>(), static_cast<U*>(out.raw_data()), v, d, n);
     MIXTAPE_CUDA_CHECK_LAUNCH();
-  };
-  switch (dtype_size(weight.dtype())) {
-    case 1: launch(type_tag<uint8_t>{}); break;
-    case 2: launch(type_tag<uint16_t>{}); break;
-    case 4: launch(type_tag<uint32_t>{}); break;
-    case 8: launch(type_tag<uint64_t>{}); break;
-    default: throw Error("embedding: unexpected element size");
-  }
+  });
 }
 
 void CudaBackend::embedding_backward(const Tensor& grad, const Tensor& ids, const Tensor& gw) {
