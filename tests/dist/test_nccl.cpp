@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "amp/grad_scaler.h"
@@ -26,16 +27,21 @@ using namespace mixtape;
 
 namespace {
 
-/// This rank's GPU, or false (with a visible warning) when the build or the machine cannot run these tests. Every
-/// rank of the test sees the same build and machine, so all skip or none.
+/// This rank's GPU, or false (with a visible warning) when the build or the machine cannot run these tests. The ranks
+/// agree first (over MPI): on a machine with one GPU rank 0 has one and rank 1 does not, and a rank that ran the
+/// collectives alone would wait for the other forever.
 bool gpu_or_skip(Device& device) {
+  std::string why;
   if (!dist::nccl_built()) {
-    WARN("skipping: " << dist::nccl_description());
-    return false;
+    why = dist::nccl_description();
+  } else if (cuda_device_count() <= dist::local_rank()) {
+    why = "local rank " + std::to_string(dist::local_rank()) + " needs a GPU of its own, and there are " +
+          std::to_string(cuda_device_count());
   }
-  if (cuda_device_count() <= dist::local_rank()) {
-    WARN("skipping: local rank " << dist::local_rank() << " needs a GPU of its own, and there are "
-                                 << cuda_device_count());
+  const Tensor cannot = from_vector<int64_t>({why.empty() ? 0 : 1}, Shape{1});
+  dist::all_reduce(cannot, dist::ReduceOp::max);
+  if (cannot.data<int64_t>()[0] != 0) {
+    WARN("skipping: " << (why.empty() ? std::string("another rank has no GPU of its own") : why));
     return false;
   }
   device = Device::cuda(dist::local_rank());
