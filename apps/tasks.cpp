@@ -1,6 +1,7 @@
 // The training tasks (apps/tasks.h).
 #include "apps/tasks.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "apps/models.h"
@@ -170,6 +171,9 @@ class TextTask final : public Task {
 }  // namespace
 
 std::unique_ptr<Task> make_task(const TrainConfig& c, Device device, const nlohmann::json* saved_config) {
+  // an unknown --model is named before any data is read
+  const std::vector<std::string> names = model_names();
+  if (std::find(names.begin(), names.end(), c.model) == names.end()) make_model(c.model);  // throws, listing them
   if (is_text_model(c.model)) return std::make_unique<TextTask>(c, saved_config);
   return std::make_unique<ImageTask>(c, device);
 }
