@@ -97,4 +97,18 @@ decltype(auto) dispatch_all(DType t, F&& f) {
   throw Error("invalid dtype");
 }
 
+/// Calls f(type_tag<U>{}) with U the unsigned integer of `bytes` bytes (1, 2, 4 or 8): for kernels that move elements
+/// as bits, whatever their dtype; throws naming `what` for another size.
+template <class F>
+decltype(auto) dispatch_bits(size_t bytes, const char* what, F&& f) {
+  switch (bytes) {
+    case 1: return f(type_tag<uint8_t>{});
+    case 2: return f(type_tag<uint16_t>{});
+    case 4: return f(type_tag<uint32_t>{});
+    case 8: return f(type_tag<uint64_t>{});
+    default: break;
+  }
+  throw Error(detail::cat(what, ": unexpected element size ", bytes));
+}
+
 }  // namespace mixtape

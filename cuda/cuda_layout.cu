@@ -54,18 +54,6 @@ __global__ void embedding_backward_kernel(const T* __restrict__ g, const int64_t
   }
 }
 
-/// Calls f(type_tag<U>{}) with U the unsigned integer of `bytes` bytes: kernels that move elements as bits.
-template <class F>
-void dispatch_bits(size_t bytes, const char* what, F&& f) {
-  switch (bytes) {
-    case 1: return f(type_tag<uint8_t>{});
-    case 2: return f(type_tag<uint16_t>{});
-    case 4: return f(type_tag<uint32_t>{});
-    case 8: return f(type_tag<uint64_t>{});
-    default: throw Error(detail::cat(what, ": unexpected element size ", bytes));
-  }
-}
-
 }  // namespace
 
 void CudaBackend::strided_copy(const Tensor& src, const Tensor& dst, const StridedCopy& c) {

@@ -51,13 +51,8 @@ void CpuBackend::strided_copy(const Tensor& src, const Tensor& dst, const Stride
   if (c.numel == 0) return;
   const char* s = static_cast<const char*>(src.raw_data());
   char* d = static_cast<char*>(dst.raw_data());
-  switch (dtype_size(src.dtype())) {
-    case 1: strided_copy_as<uint8_t>(s, d, c); break;
-    case 2: strided_copy_as<uint16_t>(s, d, c); break;
-    case 4: strided_copy_as<uint32_t>(s, d, c); break;
-    case 8: strided_copy_as<uint64_t>(s, d, c); break;
-    default: throw Error("strided_copy: unexpected element size");
-  }
+  dispatch_bits(dtype_size(src.dtype()), "strided_copy",
+                [&](auto tag) { strided_copy_as<typename decltype(tag)::type>(s, d, c); });
 }
 
 void CpuBackend::embedding(const Tensor& weight, const Tensor& ids, const Tensor& out) {
