@@ -14,8 +14,11 @@
 
 #include "core/kernels.h"
 #include "core/tensor.h"
+#include "test_util.h"
 
 using namespace mixtape;
+using mixtape::testing::strides_of;
+using mixtape::testing::unravel;
 
 namespace {
 
@@ -46,12 +49,6 @@ std::vector<double> uniform(size_t n, std::mt19937& rng, double lo, double hi) {
 Tensor make(const std::vector<double>& v, const Shape& s, DType dt = DType::f32) { return from_vector(v, s, dt); }
 std::vector<double> vals(const Tensor& t) { return t.to_vector<double>(); }
 
-/// Row-major strides.
-std::vector<int64_t> strides_of(const std::vector<int64_t>& dims) {
-  std::vector<int64_t> st(dims.size(), 1);
-  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) st[static_cast<size_t>(i)] = st[static_cast<size_t>(i) + 1] * dims[static_cast<size_t>(i) + 1];
-  return st;
-}
 int64_t prod(const std::vector<int64_t>& d) {
   int64_t p = 1;
   for (int64_t x : d) p *= x;
@@ -65,14 +62,6 @@ int64_t broadcast_index(const std::vector<int64_t>& idx, const std::vector<int64
   int64_t k = 0;
   for (size_t i = 0; i < in.size(); ++i) k += (in[i] == 1 ? 0 : idx[off + i]) * st[i];
   return k;
-}
-std::vector<int64_t> unravel(int64_t lin, const std::vector<int64_t>& dims) {
-  std::vector<int64_t> idx(dims.size());
-  for (int i = static_cast<int>(dims.size()) - 1; i >= 0; --i) {
-    idx[static_cast<size_t>(i)] = lin % dims[static_cast<size_t>(i)];
-    lin /= dims[static_cast<size_t>(i)];
-  }
-  return idx;
 }
 
 /// Element-by-element comparison with |got - ref| <= rel*|ref| + abs; NaN must match NaN.

@@ -8,15 +8,16 @@
 
 #include "core/error.h"
 #include "data/text.h"
+#include "test_util.h"
 
 using namespace mixtape;
 
 namespace {
 
-std::string write_temp(const std::string& name, const std::string& bytes) {
-  const auto path = std::filesystem::temp_directory_path() / ("mixtape_text_" + name);
-  std::ofstream(path, std::ios::binary) << bytes;
-  return path.string();
+/// Writes `bytes` to the file `name` of `dir`; returns its path.
+std::string write_file(const testing::TempDir& dir, const std::string& name, const std::string& bytes) {
+  std::ofstream(dir.file(name), std::ios::binary) << bytes;
+  return dir.file(name);
 }
 
 }  // namespace
@@ -50,7 +51,8 @@ TEST_CASE("the vocabulary: distinct characters in code-point order, saved and re
 }
 
 TEST_CASE("load_text splits the text, keeps a saved vocabulary's ids, and names what is wrong", "[data][text]") {
-  const std::string path = write_temp("split.txt", "abcdefghij");
+  const testing::TempDir dir;
+  const std::string path = write_file(dir, "split.txt", "abcdefghij");
   const data::TextCorpus c = data::load_text(path, 0.3);
   CHECK(c.characters == 10);
   CHECK(c.vocab.size() == 10);
@@ -63,7 +65,7 @@ TEST_CASE("load_text splits the text, keeps a saved vocabulary's ids, and names 
   CHECK_THROWS_WITH(data::load_text(path, 0.3, &small), Catch::Contains("'d' (U+0064) is not in the vocabulary"));
   CHECK_THROWS_WITH(data::load_text(path, 0.3, nullptr, 5), Catch::Contains("too little text"));
   CHECK_THROWS_WITH(data::load_text(path + ".missing"), Catch::Contains("does not exist"));
-  CHECK_THROWS_WITH(data::load_text(write_temp("bad.txt", "ok\xFF"), 0.3), Catch::Contains("invalid UTF-8 at byte 2"));
+  CHECK_THROWS_WITH(data::load_text(write_file(dir, "bad.txt", "ok\xFF"), 0.3), Catch::Contains("invalid UTF-8 at byte 2"));
 }
 
 TEST_CASE("random windows: y is x one character on, inside the text, the same for the same generator state",

@@ -5,12 +5,12 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
-#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 
 #include "apps/trainer.h"
+#include "test_util.h"
 
 using namespace mixtape;
 
@@ -57,10 +57,11 @@ app::TrainResult run(const std::string& path, const std::string& precision, cons
 
 TEST_CASE("gpt: fp16 with loss scaling and bf16 reach float32's validation loss within 2% after the same steps",
           "[amp][train][gpt]") {
-  const auto path = std::filesystem::temp_directory_path() / "mixtape_markov.txt";
+  const testing::TempDir dir;
+  const std::string path = dir.file("markov.txt");
   std::ofstream(path) << markov_text();
-  const app::TrainResult f32 = run(path.string(), "fp32"), f16 = run(path.string(), "fp16", "auto", true),
-                         bf16 = run(path.string(), "bf16"), f16_unscaled = run(path.string(), "fp16", "off");
+  const app::TrainResult f32 = run(path, "fp32"), f16 = run(path, "fp16", "auto", true),
+                         bf16 = run(path, "bf16"), f16_unscaled = run(path, "fp16", "off");
   INFO("validation bits/char: fp32 " << f32.val_bpc << ", fp16 " << f16.val_bpc << " (scale " << f16.loss_scale << ", "
                                      << f16.skipped_steps << " skipped), bf16 " << bf16.val_bpc
                                      << ", fp16 without loss scaling " << f16_unscaled.val_bpc);

@@ -21,27 +21,13 @@
 #include "core/random.h"
 #include "nn/transformer.h"
 #include "optim/optimizer.h"
+#include "test_util.h"
 
 using namespace mixtape;
+using mixtape::testing::strides_of;
+using mixtape::testing::unravel;
 
 namespace {
-
-/// Row-major strides.
-std::vector<int64_t> strides(const std::vector<int64_t>& shape) {
-  std::vector<int64_t> s(shape.size(), 1);
-  for (int i = static_cast<int>(shape.size()) - 2; i >= 0; --i) s[static_cast<size_t>(i)] = s[static_cast<size_t>(i) + 1] * shape[static_cast<size_t>(i) + 1];
-  return s;
-}
-
-/// The multi-index of flat element i of `shape`.
-std::vector<int64_t> unravel(int64_t i, const std::vector<int64_t>& shape) {
-  std::vector<int64_t> idx(shape.size());
-  for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
-    idx[static_cast<size_t>(d)] = i % shape[static_cast<size_t>(d)];
-    i /= shape[static_cast<size_t>(d)];
-  }
-  return idx;
-}
 
 Tensor random_f64(const Shape& s, uint64_t seed) {
   Generator g(seed);
@@ -72,7 +58,7 @@ TEST_CASE("permute moves every element to its permuted place, bit-exact in every
     std::vector<int64_t> out_shape;
     for (int64_t p : perm) out_shape.push_back(shape[static_cast<size_t>(p)]);
     REQUIRE(y.shape() == Shape(out_shape));
-    const auto xs = strides(shape);
+    const auto xs = strides_of(shape);
     const size_t es = dtype_size(dt);
     const auto* xp = static_cast<const unsigned char*>(x.raw_data());
     const auto* yp = static_cast<const unsigned char*>(y.raw_data());

@@ -1,12 +1,15 @@
 #pragma once
-// Small helpers shared by the test files: a temporary directory and the message of an expected mixtape::Error.
+// Small helpers shared by the test files: a temporary directory, the message of an expected mixtape::Error, and
+// row-major index math for references written in the tests.
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "core/error.h"
 
@@ -43,6 +46,24 @@ std::string error_of(F&& f) {
   }
   FAIL_CHECK("expected a mixtape::Error");
   return "";
+}
+
+/// Row-major element strides of a shape.
+inline std::vector<int64_t> strides_of(const std::vector<int64_t>& dims) {
+  std::vector<int64_t> st(dims.size(), 1);
+  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i)
+    st[static_cast<size_t>(i)] = st[static_cast<size_t>(i) + 1] * dims[static_cast<size_t>(i) + 1];
+  return st;
+}
+
+/// The multi-index of flat element `lin` of a shape.
+inline std::vector<int64_t> unravel(int64_t lin, const std::vector<int64_t>& dims) {
+  std::vector<int64_t> idx(dims.size());
+  for (int i = static_cast<int>(dims.size()) - 1; i >= 0; --i) {
+    idx[static_cast<size_t>(i)] = lin % dims[static_cast<size_t>(i)];
+    lin /= dims[static_cast<size_t>(i)];
+  }
+  return idx;
 }
 
 }  // namespace mixtape::testing
