@@ -52,6 +52,9 @@ class ImageTask final : public Task {
     return true;
   }
   Tensor loss(const Tensor& out, const Tensor& y) const override { return cross_entropy(out, y); }
+  std::string describe_data() const override {
+    return detail::cat("Fashion-MNIST (", dir(c_), "): ", train_.size(), " training images, ", test_.size(), " test images");
+  }
 
   /// Fraction of correctly classified samples, in batches, without recording. The count stays on the device
   /// (float32 sums of whole numbers, exact below 2^24 samples) and is read once at the end. Several ranks share the
@@ -161,6 +164,10 @@ class TextTask final : public Task {
   }
 
   void describe(nlohmann::json& config) const override { config["vocab"] = corpus_.vocab.chars_utf8(); }
+  std::string describe_data() const override {
+    return detail::cat(corpus_.source, ": ", corpus_.characters, " characters (", corpus_.vocab.size(), " distinct); ",
+                       corpus_.train.numel(), " for training, ", corpus_.validation.numel(), " for validation");
+  }
 
  private:
   const TrainConfig& c_;

@@ -29,6 +29,8 @@ class Task {
   virtual Tensor loss(const Tensor& out, const Tensor& y) const = 0;
   /// Measures the model after an epoch on the held-out data (shared between ranks), into r (test_acc, val_*).
   virtual void evaluate(nn::Module& model, Device device, TrainResult& r) const = 0;
+  /// What the run learns from and is measured on, in a line ("Fashion-MNIST (DIR): 60000 training, 10000 test images").
+  virtual std::string describe_data() const = 0;
   /// What the checkpoint's config gains (a text model's vocabulary).
   virtual void describe(nlohmann::json& config) const { (void)config; }
 };

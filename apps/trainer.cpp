@@ -18,6 +18,7 @@
 #include "apps/checkpoint.h"
 #include "amp/autocast.h"
 #include "amp/grad_scaler.h"
+#include "amp/policy.h"
 #include "apps/models.h"
 #include "apps/tasks.h"
 #include "autograd/ops.h"
@@ -146,6 +147,21 @@ nlohmann::json to_json(const TrainResult& r) {
           {"loss_scale", r.loss_scale},
           {"activation_bytes", r.activation_bytes},
           {"peak_reserved_bytes", r.peak_reserved_bytes}};
+  j["data"] = r.data;
+  j["loss_scaling"] = r.loss_scaling;
+  nlohmann::json history = nlohmann::json::array();
+  for (const EpochResult& e : r.history) {
+    nlohmann::json h = {{"epoch", e.epoch}, {"mean_loss", e.mean_loss}, {"test_acc", e.test_acc},
+                        {"seconds", e.seconds}, {"samples_per_s", e.samples_per_s}};
+    if (r.context > 0) {
+      h["val_loss"] = e.val_loss;
+      h["val_bpc"] = e.val_bpc;
+    }
+    history.push_back(h);
+  }
+  j["history"] = history;
+  if (!r.amp_ops.empty()) j["amp_ops"] = r.amp_ops;
+  if (!r.cpu_kernel_counts.empty()) j["cpu_kernel_counts"] = r.cpu_kernel_counts;
   if (r.context > 0) {  // a text model: a sample is a window of `context` characters
     j["context"] = r.context;
     j["val_loss"] = r.val_loss;
@@ -278,6 +294,8 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
   r.device = device.to_string();
   r.batch = c.batch;
   r.world_size = world;
+  r.data = task->describe_data();
+  r.loss_scaling = scaler.enabled();
   empty_cache(device);  // blocks cached by an earlier run in this process (compare) do not count as this run's
   reset_peak_memory(device);
   if (c.amp_report) {
@@ -317,7 +335,7 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
     model->train();
     t0 = Clock::now();
     epoch_loss = 0;
-    int64_t epoch_steps = 0;
+    int64_t epoch_steps = 0, epoch_samples = 0;
     for (Tensor x, y; task->next(x, y);) {
       const Tensor xd = x.to(device), yd = y.to(device);
       // This thread's bytes only: the loader's prefetch thread allocates the next batch meanwhile.
@@ -341,6 +359,7 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
       ++run_steps;
       ++epoch_steps;
       run_samples += x.size(0) * world;  // every rank trains a batch of this size
+      epoch_samples += x.size(0) * world;
       Tensor reported = loss.detach();
       if (dp) {  // the mean over the ranks' batches: what one process would report for the global batch
         reported = reported.clone();
@@ -350,9 +369,17 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
       if (pending.size() >= read_interval) flush();
     }
     flush();
-    train_seconds += seconds_since(t0);
+    const double epoch_seconds = seconds_since(t0);
+    train_seconds += epoch_seconds;
     state.epoch = epoch + 1;
     task->evaluate(*model, device, r);
+    r.history.push_back({.epoch = epoch + 1,
+                         .mean_loss = epoch_loss / static_cast<double>(std::max<int64_t>(epoch_steps, 1)),
+                         .test_acc = r.test_acc,
+                         .val_loss = r.val_loss,
+                         .val_bpc = r.val_bpc,
+                         .seconds = epoch_seconds,
+                         .samples_per_s = epoch_seconds > 0 ? static_cast<double>(epoch_samples) / epoch_seconds : 0});
     progress.finish_line();
     log << std::fixed << std::setprecision(4) << "epoch " << epoch + 1 << "/" << c.epochs << ": mean loss "
         << epoch_loss / static_cast<double>(std::max<int64_t>(epoch_steps, 1));
@@ -390,9 +417,18 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
   r.precision = c.precision;
   if (c.amp_report) {
     r.amp_report = amp::report(run_steps);
-    if (device.type == Device::Type::cpu)
+    for (const auto& [kind, st] : amp::stats()) {
+      nlohmann::json ran = nlohmann::json::object();
+      for (const auto& [dtype, n] : st.ran_in) ran[dtype_name(dtype)] = n;
+      r.amp_ops.push_back({{"op", op_kind_name(kind)}, {"policy", amp::policy_name(amp::policy_for(kind))},
+                           {"calls", st.calls}, {"ran_in", ran}, {"casts", st.casts}, {"bytes_cast", st.bytes_cast},
+                           {"cache_hits", st.cache_hits}});
+    }
+    if (device.type == Device::Type::cpu) {
+      r.cpu_kernel_counts = std::string(cpu_kernels_name(cpu_kernels())) + ": " + cpu_gemm_impl_counts();
       r.amp_report += "CPU matrix products and convolutions by implementation (" +
                       std::string(cpu_kernels_name(cpu_kernels())) + "): " + cpu_gemm_impl_counts() + "\n";
+    }
   }
   return r;
 }

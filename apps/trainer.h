@@ -56,6 +56,16 @@ struct TrainConfig {
 /// The models that learn from text rather than images.
 inline bool is_text_model(const std::string& model) { return model == "gpt"; }
 
+/// One epoch of a run, measured at its end.
+struct EpochResult {
+  int64_t epoch = 0;        ///< 1-based
+  double mean_loss = 0;     ///< mean training loss of the epoch's steps
+  double test_acc = 0;      ///< test accuracy (gpt: validation next-character accuracy)
+  double val_loss = NAN, val_bpc = NAN;  ///< gpt only
+  double seconds = 0;       ///< training time of the epoch (evaluation excluded)
+  double samples_per_s = 0;  ///< over all ranks
+};
+
 /// What a run measured (the --json fields).
 struct TrainResult {
   std::string model, precision = "fp32", device;
@@ -73,6 +83,13 @@ struct TrainResult {
   /// validation next-character accuracy. NaN for the image models.
   double val_loss = NAN, val_bpc = NAN;
   int64_t context = 0;  ///< gpt: characters per window (a sample is one window); 0 for the image models
+  std::string data;     ///< what the run trained and was measured on (Task::describe_data)
+  bool loss_scaling = false;  ///< whether a GradScaler scaled the loss (fp16 by default)
+  std::vector<EpochResult> history;  ///< the epochs this process ran, in order (a resumed run: from the resume on)
+  /// With amp_report: per op kind what autocast did (op, policy, ran_in {dtype: calls}, calls, casts, bytes_cast,
+  /// cache_hits), and on the CPU the matrix products and convolutions per implementation (cpu_gemm_impl_counts).
+  nlohmann::json amp_ops = nlohmann::json::array();
+  std::string cpu_kernel_counts;
 };
 
 /// The autocast dtype of a precision name (f32 for "fp32"); throws for unknown names.
