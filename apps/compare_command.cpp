@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "apps/checkpoint.h"
+#include "apps/report.h"
 #include "apps/train_command.h"
 
 namespace mixtape::app {
@@ -18,29 +19,6 @@ namespace mixtape::app {
 namespace {
 
 double mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
-
-/// Draws the loss curves with gnuplot; returns an error message or "".
-std::string plot_losses(const std::string& png, const std::vector<std::pair<std::string, std::string>>& series,
-                        const std::string& title) {
-  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
-    return "gnuplot is not installed (sudo apt-get install gnuplot-nox); the CSVs are written, no plot";
-  const std::string script = png + ".gp";
-  {
-    std::ofstream gp(script);
-    gp << "set terminal pngcairo size 1000,600\n"
-       << "set output '" << png << "'\n"
-       << "set title '" << title << "'\nset xlabel 'step'\nset ylabel 'training loss'\nset key top right\n"
-       << "set datafile separator ','\nset logscale y\n"
-       << "plot ";
-    for (size_t i = 0; i < series.size(); ++i)
-      gp << (i ? ", " : "") << "'" << series[i].second << "' using 1:3 every ::1 with lines title '" << series[i].first << "'";
-    gp << "\n";
-  }
-  const int rc = std::system(("gnuplot '" + script + "' 2>&1").c_str());
-  std::filesystem::remove(script);
-  if (rc != 0) return "gnuplot failed to draw '" + png + "'";
-  return "";
-}
 
 /// The per-step CSV of one precision's run.
 std::string csv_path(const CompareOptions& o, const std::string& precision) {
@@ -50,16 +28,19 @@ std::string csv_path(const CompareOptions& o, const std::string& precision) {
 /// Creates --out and checks every CSV in it, then --plot (which may lie in --out), before the first run trains.
 void check_destinations(const CompareOptions& o) {
   MIXTAPE_CHECK(!o.out_dir.empty(), "--out: the path is empty: name a directory");
+  if (!o.report_path.empty() || !o.plot_path.empty()) {  // found out now, not after the training
+    const std::string problem = gnuplot_problem();
+    MIXTAPE_CHECK(problem.empty(), o.report_path.empty() ? "--plot: " : "--report: ", problem);
+  }
   std::error_code ec;
   std::filesystem::create_directories(o.out_dir, ec);
   const std::error_code created = ec;  // the reason, before another call can replace it
   MIXTAPE_CHECK(!created && std::filesystem::is_directory(o.out_dir, ec), "--out: cannot create the directory '",
                 o.out_dir, "': ", created ? created.message() : "a file of that name is in the way");
   for (const std::string& precision : o.precisions) check_output_path(csv_path(o, precision), "--out", OutputWrite::in_place);
-  if (!o.plot_path.empty()) {
-    check_output_path(o.plot_path, "--plot", OutputWrite::in_place);
-    check_output_path(o.plot_path + ".gp", "--plot", OutputWrite::in_place);  // gnuplot's script, next to it
-  }
+  check_output_path((std::filesystem::path(o.out_dir) / kCompareRecordFile).string(), "--out", OutputWrite::replace_by_rename);
+  if (!o.report_path.empty()) check_output_path(o.report_path, "--report", OutputWrite::replace_by_rename);
+  if (!o.plot_path.empty()) check_output_path(o.plot_path, "--plot", OutputWrite::replace_by_rename);
 }
 
 }  // namespace
@@ -94,9 +75,14 @@ CLI::App* add_compare_command(CLI::App& app, CompareOptions& o) {
   cmd->footer(
       "Runs `mixtape train` once per precision with the same seed, initial weights and data order, then prints\n"
       "throughput (and speedup over the first precision), peak memory and activation bytes (and their ratios),\n"
-      "final loss, test accuracy, skipped steps and the final loss scale. Per-step loss and loss-scale CSVs go to\n"
-      "--out; --plot FILE.png draws the loss curves with gnuplot (Debian: gnuplot-nox).\n"
-      "Example: mixtape compare --model mlp --epochs 3 --plot loss.png\n"
+      "final loss, test accuracy, skipped steps and the final loss scale. Per-step loss and loss-scale CSVs and\n"
+      "compare.json (configuration, machine, results, per-epoch history, per-op autocast statistics) go to --out.\n"
+      "--report FILE.html writes one self-contained page (inline SVG plots, no scripts or network): a computed\n"
+      "verdict per precision, the table, smoothed training loss and its difference from the baseline, accuracy per\n"
+      "epoch, the loss scale with skipped steps, throughput and memory bars, and what autocast did per op;\n"
+      "`mixtape report DIR` rebuilds it later from --out. --plot FILE.png draws the loss, accuracy and loss-scale\n"
+      "panels. Both need gnuplot (Debian: gnuplot-nox).\n"
+      "Example: mixtape compare --model mlp --epochs 3 --report mlp.html\n"
       "         mixtape compare --model gpt   (the validation bits per character of each precision)\n");
   add_run_options(cmd, o.base);
   cmd->add_option("--precisions", o.precisions, "Comma-separated precisions; the first is the baseline")
@@ -104,7 +90,8 @@ CLI::App* add_compare_command(CLI::App& app, CompareOptions& o) {
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
   cmd->add_option("--out", o.out_dir, "Directory for the per-step CSVs")->capture_default_str();
-  cmd->add_option("--plot", o.plot_path, "Draw the loss curves into this PNG (needs gnuplot)");
+  cmd->add_option("--report", o.report_path, "Write the comparison as one self-contained HTML page (needs gnuplot)");
+  cmd->add_option("--plot", o.plot_path, "Draw the loss, accuracy and loss-scale panels into this PNG (needs gnuplot)");
   cmd->add_flag("--json", o.json, "Print one JSON object per run instead of the table");
   return cmd;
 }
@@ -117,26 +104,35 @@ int run_compare_command(const CompareOptions& o) {
   std::ostream& out = main_rank ? std::cout : null_out;
   std::ostream& err = main_rank ? std::cerr : null_out;
   std::vector<TrainResult> runs;
-  std::vector<std::pair<std::string, std::string>> series;
+  std::vector<std::string> csv_names;
   for (const std::string& precision : o.precisions) {
     TrainConfig c = o.base;
     c.precision = precision;
     c.log_path = csv_path(o, precision);
+    c.amp_report = true;  // the per-op statistics go into compare.json (and the report)
     err << "== " << c.model << " in " << precision << " ==\n";
     runs.push_back(train(c, std::cerr));
-    series.emplace_back(precision, c.log_path);
+    csv_names.push_back(std::filesystem::path(c.log_path).filename().string());
     if (o.json) out << to_json(runs.back()).dump() << std::endl;
   }
   if (!main_rank) return 0;
   if (!o.json) {
     std::cout << "\n" << o.base.model << " on " << runs.front().device << ", " << runs.front().epochs << " epoch(s), batch "
               << o.base.batch << ", " << o.base.optimizer << " lr " << o.base.lr << ", seed " << o.base.seed << "\n"
-              << compare_table(runs) << "per-step CSVs in " << o.out_dir << "/" << std::endl;
+              << compare_table(runs) << "per-step CSVs and compare.json in " << o.out_dir << "/" << std::endl;
   }
-  if (!o.plot_path.empty()) {
-    const std::string err = plot_losses(o.plot_path, series, o.base.model + ": training loss by precision");
-    if (!err.empty()) std::cerr << "mixtape: warning: " << err << "\n";
-    else std::cerr << "loss curves drawn in " << o.plot_path << "\n";
+  write_compare_record(o.out_dir, compare_record(o.base, runs, csv_names));
+  if (!o.report_path.empty() || !o.plot_path.empty()) {
+    // Built from what --out now holds, exactly as `mixtape report DIR` builds it later.
+    const CompareRecord record = load_compare_record(o.out_dir);
+    if (!o.report_path.empty()) {
+      write_report(record, o.report_path);
+      std::cerr << "report written to " << o.report_path << " (rebuild it with: mixtape report " << o.out_dir << ")\n";
+    }
+    if (!o.plot_path.empty()) {
+      write_plot_png(record, o.plot_path);
+      std::cerr << "loss, accuracy and loss-scale panels drawn in " << o.plot_path << "\n";
+    }
   }
   return 0;
 }

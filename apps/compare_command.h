@@ -13,7 +13,8 @@ struct CompareOptions {
   TrainConfig base;                                        ///< everything but the precision and the log path
   std::vector<std::string> precisions{"fp32", "fp16", "bf16"};
   std::string out_dir = "mixtape-compare";                 ///< per-step CSVs: <model>_<precision>.csv
-  std::string plot_path;                                   ///< PNG of the loss curves (gnuplot)
+  std::string report_path;                                 ///< the HTML report (apps/report.h)
+  std::string plot_path;                                   ///< PNG of the loss, accuracy and loss-scale panels (gnuplot)
   bool json = false;
 };
 

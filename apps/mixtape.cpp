@@ -2,6 +2,7 @@
 //   mixtape info   what this build contains and what this machine offers
 //   mixtape demo   trains a small MLP on synthetic 2-D spirals with the functional API
 //   mixtape bench  training throughput, GEMM GFLOP/s and memory, optionally side by side with PyTorch
+//   mixtape train, compare, report, sample: apps/train_command.h, compare_command.h, report.h, sample_command.h
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 
 #include "apps/bench_command.h"
 #include "apps/compare_command.h"
+#include "apps/report.h"
 #include "apps/sample_command.h"
 #include "apps/train_command.h"
 #include "autograd/ops.h"
@@ -344,6 +346,8 @@ int main(int argc, char** argv) {
   mixtape::app::add_bench_command(app, bench_options);
   mixtape::app::SampleOptions sample_options;
   mixtape::app::add_sample_command(app, sample_options);
+  mixtape::app::ReportOptions report_options;
+  mixtape::app::add_report_command(app, report_options);
 
   try {
     app.parse(argc, argv);
@@ -361,6 +365,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("compare")) return mixtape::app::run_compare_command(compare_options);
     if (app.got_subcommand("bench")) return mixtape::app::run_bench_command(bench_options);
     if (app.got_subcommand("sample")) return mixtape::app::run_sample_command(sample_options);
+    if (app.got_subcommand("report")) return mixtape::app::run_report_command(report_options);
   } catch (const mixtape::Error& e) {
     return fail("error", e.what(), 1);
   } catch (const std::exception& e) {
