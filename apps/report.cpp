@@ -286,7 +286,9 @@ struct PanelData {
 /// Gnuplot settings every panel starts from.
 std::string panel_start(const std::string& title, const std::string& xlabel, const std::string& ylabel) {
   return "set encoding utf8\nset title " + gp_string(title) + "\nset xlabel " + gp_string(xlabel) + "\nset ylabel " +
-         gp_string(ylabel) + "\nset grid lc rgb '#dddddd'\nset key outside right top\nset border 3\nset tics nomirror\n";
+         gp_string(ylabel) + "\nset grid lc rgb '#dddddd'\nset key outside right top\nset border 3\nset tics nomirror\n"
+         // the same plot area in every panel, so their step axes line up on the page
+         "set lmargin at screen 0.09\nset rmargin at screen 0.80\n";
 }
 
 /// Smoothed training loss per precision (raw steps faint behind).
@@ -303,7 +305,15 @@ std::string loss_panel(GnuplotJob& job, const PanelData& d, bool with_raw) {
   std::string s = panel_start(d.window > 1 ? "Training loss (smoothed: centred mean over " + std::to_string(d.window) + " steps)"
                                            : std::string("Training loss (too few steps to smooth)"),
                               "step", log_axis ? "training loss (log scale)" : "training loss");
-  if (log_axis) s += "set logscale y\n";
+  s += "set autoscale xfix\n";  // the axis ends at the last step
+  if (log_axis) {  // tight, with 1-2-5 tics: decades alone would leave one labelled tic on most runs
+    s += format("set logscale y\nset yrange [%.9g:%.9g]\nset ytics (", lo / 1.05, hi * 1.05);
+    std::string tics;
+    for (double decade = std::pow(10.0, std::floor(std::log10(lo))); decade <= hi * 10; decade *= 10)
+      for (const double m : {1.0, 2.0, 5.0})
+        if (m * decade >= lo / 1.05 && m * decade <= hi * 1.05) tics += (tics.empty() ? "" : ", ") + format("%g", m * decade);
+    s += tics + ")\n";
+  }
   std::vector<std::string> raw, smooth;
   for (size_t i = 0; i < d.rec.runs.size(); ++i) {
     const SavedRun& run = d.rec.runs[i];
@@ -313,7 +323,7 @@ std::string loss_panel(GnuplotJob& job, const PanelData& d, bool with_raw) {
         rows += format("%lld %.9g %.9g\n", static_cast<long long>(run.steps[k].step), run.steps[k].loss, d.smoothed[i][k]);
     const std::string file = job.data("loss_" + std::to_string(i) + ".dat", rows);
     const std::string c = colour(run.precision);
-    raw.push_back(gp_string(file) + " using 1:2 with lines lw 1 lc rgb '#B0" + c.substr(1) + "' notitle");
+    raw.push_back(gp_string(file) + " using 1:2 with lines lw 0.6 lc rgb '#C8" + c.substr(1) + "' notitle");
     smooth.push_back(gp_string(file) + " using 1:3 with lines lw 2 lc rgb '" + c + "' title " + gp_string(run.precision));
   }
   std::string plot;
@@ -329,6 +339,7 @@ std::string difference_panel(GnuplotJob& job, const PanelData& d) {
                               "loss \u2212 " + d.baseline() + " loss");
   std::map<int64_t, double> base;
   for (size_t k = 0; k < d.rec.runs[0].steps.size(); ++k) base[d.rec.runs[0].steps[k].step] = d.smoothed[0][k];
+  s += "set autoscale xfix\n";
   std::string plot = "0 with lines lc rgb '#888888' dt 2 notitle";
   for (size_t i = 1; i < d.rec.runs.size(); ++i) {
     const SavedRun& run = d.rec.runs[i];
@@ -371,7 +382,7 @@ std::string accuracy_panel(GnuplotJob& job, const PanelData& d) {
 /// The loss scale over the steps (log2 axis) of each run that scaled its loss, its skipped steps marked.
 std::string scale_panel(GnuplotJob& job, const PanelData& d) {
   std::string s = panel_start("Loss scale per step (skipped steps marked)", "step", "loss scale");
-  s += "set logscale y 2\nset format y '2^{%L}'\n";
+  s += "set logscale y 2\nset format y '2^{%L}'\nset autoscale xfix\n";
   std::string plot;
   for (size_t i = 0; i < d.rec.runs.size(); ++i) {
     const SavedRun& run = d.rec.runs[i];

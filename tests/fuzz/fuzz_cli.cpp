@@ -1,7 +1,7 @@
-// libFuzzer target: the command line of `mixtape train`, `compare` and `bench` (CLI11, apps/*_command.h) parsed
-// from an argv made of the input's NUL-separated tokens, without running anything. The App is set up as
-// apps/mixtape.cpp main() sets it up for these commands; a parse error goes through app.exit() (the message or
-// the --help text, into a string), and a parsed command gets the checks its run starts with (precision names,
+// libFuzzer target: the command line of `mixtape train`, `compare`, `bench` and `report` (CLI11, apps/*_command.h,
+// apps/report.h) parsed from an argv made of the input's NUL-separated tokens, without running anything. The App
+// is set up as apps/mixtape.cpp main() sets it up for these commands; a parse error goes through app.exit() (the
+// message or the --help text, into a string), and a parsed command gets the checks its run starts with (precision names,
 // the device name, GEMM shapes). Exceptions other than CLI11's and mixtape::Error escape: main() would not catch
 // them around parse() either, so they are findings.
 #include <CLI/CLI.hpp>
@@ -14,6 +14,7 @@
 
 #include "apps/bench_command.h"
 #include "apps/compare_command.h"
+#include "apps/report.h"
 #include "apps/train_command.h"
 #include "core/device.h"
 #include "core/error.h"
@@ -46,6 +47,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CLI::App* compare = app::add_compare_command(app, compare_options);
   app::BenchOptions bench_options;
   CLI::App* bench = app::add_bench_command(app, bench_options);
+  app::ReportOptions report_options;  // parsed only: its run reads files
+  app::add_report_command(app, report_options);
 
   try {
     app.parse(static_cast<int>(tokens.size()), argv.data());
