@@ -382,7 +382,8 @@ std::string accuracy_panel(GnuplotJob& job, const PanelData& d) {
 /// The loss scale over the steps (log2 axis) of each run that scaled its loss, its skipped steps marked.
 std::string scale_panel(GnuplotJob& job, const PanelData& d) {
   std::string s = panel_start("Loss scale per step (skipped steps marked)", "step", "loss scale");
-  s += "set logscale y 2\nset format y '2^{%L}'\nset autoscale xfix\n";
+  // padded above and below: a scale that never changes would lie on the axis
+  s += "set logscale y 2\nset format y '2^{%L}'\nset autoscale xfix\nset offsets 0, 0, graph 0.1, graph 0.1\n";
   std::string plot;
   for (size_t i = 0; i < d.rec.runs.size(); ++i) {
     const SavedRun& run = d.rec.runs[i];
