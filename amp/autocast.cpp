@@ -188,9 +188,20 @@ void autocast_hook(OpKind kind, std::span<Tensor> inputs) {
   g.persistent_hits += st.persistent_hits;
 }
 
-/// Installs the hook when the amp module is used (first Autocast).
+/// Whether `copy` is the storage of one of `parameter`'s persistent compute copies (autograd::KeptCopyHook).
+bool is_persistent_copy(const Tensor& copy, const Tensor& parameter) {
+  std::lock_guard<std::mutex> lock(g_persistent_mutex);
+  const PersistentEntry* e = persistent_entry(parameter);
+  if (!e) return false;
+  const auto it = e->copies.find(copy.dtype());
+  return it != e->copies.end() && it->second.buffer.defined() && it->second.buffer.raw_data() == copy.raw_data() &&
+         it->second.buffer.numel() == copy.numel();
+}
+
+/// Installs the hooks when the amp module is used (first Autocast).
 void install_hook() {
   static const bool installed = [] {
+    autograd::set_kept_copy_hook(&is_persistent_copy);
     autograd::set_autocast_hook(&autocast_hook);
     return true;
   }();

@@ -6,6 +6,7 @@ namespace mixtape::autograd {
 
 namespace {
 std::atomic<AutocastHook> g_hook{nullptr};
+std::atomic<KeptCopyHook> g_kept_hook{nullptr};
 thread_local int t_paused = 0;
 }  // namespace
 
@@ -14,6 +15,13 @@ void set_autocast_hook(AutocastHook hook) { g_hook.store(hook); }
 void autocast_inputs(OpKind kind, std::span<Tensor> inputs) {
   if (t_paused) return;
   if (AutocastHook hook = g_hook.load(std::memory_order_relaxed)) hook(kind, inputs);
+}
+
+void set_kept_copy_hook(KeptCopyHook hook) { g_kept_hook.store(hook); }
+
+bool is_kept_copy(const Tensor& copy, const Tensor& parameter) {
+  const KeptCopyHook hook = g_kept_hook.load(std::memory_order_relaxed);
+  return hook != nullptr && hook(copy, parameter);
 }
 
 AutocastPause::AutocastPause() { ++t_paused; }

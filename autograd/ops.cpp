@@ -39,7 +39,9 @@ Tensor unary_op(OpKind kind, UnaryOp op, BinaryOp grad_op, bool save_output, con
 
 /// A tensor an op saves for backward. When it is autocast's compute copy of a float32 parameter (a master), the
 /// master is saved instead and the copy re-made in backward: the master is alive anyway, so a lower-precision op
-/// keeps no weight copies alive between forward and backward (the cast is repeated, bit for bit the same).
+/// keeps no weight copies alive between forward and backward (the cast is repeated, bit for bit the same). A
+/// persistent compute copy (amp: kept across steps for parameters an optimizer updates) is alive anyway too, so
+/// it is kept as it is and backward casts nothing; the master's version is checked either way.
 class Saved {
  public:
   Saved() = default;
@@ -52,6 +54,8 @@ class Saved {
       master_ = original.detach();
       dtype_ = used.dtype();
       version_ = original.version();
+      // a persistent compute copy outlives the step anyway: keep it rather than cast the master again in backward
+      if (autograd::is_kept_copy(used, original)) tensor_ = used.detach();
     } else {
       tensor_ = used.detach();
     }
@@ -61,6 +65,9 @@ class Saved {
     if (!master_.defined()) return tensor_;
     MIXTAPE_CHECK(master_.version() == version_, "backward: a parameter ", master_.shape().to_string(),
                   " was modified in place between the forward pass and backward(); step the optimizer after backward");
+    // The persistent copy holds the master's values while the master's version is unchanged (amp rewrites it only
+    // for a new version), so it is what the cast would give.
+    if (tensor_.defined()) return tensor_;
     return kernels::cast(master_, dtype_);
   }
 

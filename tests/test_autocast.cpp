@@ -284,6 +284,67 @@ TEST_CASE("persistent compute copies: no parameter cast after the first step, bi
   }
 }
 
+TEST_CASE("persistent compute copies: backward uses the kept copy instead of casting the weight again",
+          "[amp][autocast][persistent]") {
+  // Two layers, so the second one's input requires grad and its backward needs its weight (for that gradient);
+  // fc1's input needs none, so fc1's weight is not needed. Without persistent copies backward casts W2 again from
+  // its master; with them it uses the kept copy: one allocation fewer, the same gradients.
+  auto backward_allocations = [](bool persistent, std::vector<float>& grad) {
+    amp::set_persistent_compute_copies(persistent);
+    manual_seed(5);
+    nn::Linear fc1(8, 32), fc2(32, 4);
+    std::vector<Tensor> params = fc1.parameters();
+    for (const Tensor& p : fc2.parameters()) params.push_back(p);
+    optim::Adam opt(params, optim::AdamOptions{.lr = 1e-2});
+    const Tensor x = randn(Shape{4, 8});
+    int64_t allocations = 0;
+    for (int step = 0; step < 3; ++step) {
+      Tensor loss;
+      {
+        amp::Autocast ac(Device::cpu(), DType::bf16);
+        loss = sum(cast(fc2.forward(relu(fc1.forward(x))), DType::f32));
+      }
+      opt.zero_grad();
+      const int64_t before = memory_stats(Device::cpu()).allocations;
+      backward(loss);
+      allocations = memory_stats(Device::cpu()).allocations - before;  // the last step's
+      opt.step();
+    }
+    grad = fc2.weight.grad().to_vector<float>();
+    const std::vector<float> g1 = fc1.weight.grad().to_vector<float>();
+    grad.insert(grad.end(), g1.begin(), g1.end());
+    amp::set_persistent_compute_copies(true);
+    return allocations;
+  };
+  std::vector<float> grad_kept, grad_recast;
+  const int64_t kept = backward_allocations(true, grad_kept);
+  const int64_t recast = backward_allocations(false, grad_recast);
+  CHECK(recast - kept == 1);  // W2's bf16 copy, cast again in backward only without persistent copies
+  CHECK(grad_kept == grad_recast);
+  // The kept copy is still checked against its master: a write into the master before backward is refused.
+  manual_seed(5);
+  nn::Linear fc1(8, 32), fc2(32, 4);
+  optim::SGD opt(fc2.parameters(), {.lr = 0.1});
+  fc2.weight.set_grad(ones({4, 32}));
+  opt.step();  // creates fc2's persistent copies on the next cast
+  const Tensor x = randn(Shape{4, 8}, DType::f32, Device::cpu(), nullptr, 0.0, 1.0);
+  for (int pass = 0; pass < 2; ++pass) {  // the first pass casts, the optimizer step makes the copy persistent
+    Tensor loss;
+    {
+      amp::Autocast ac(Device::cpu(), DType::bf16);
+      loss = sum(cast(fc2.forward(relu(fc1.forward(x))), DType::f32));
+    }
+    if (pass == 0) {
+      backward(loss);
+      opt.step();
+      continue;
+    }
+    fc2.weight.copy_(zeros({4, 32}));
+    CHECK_THROWS_WITH(backward(loss), Contains("modified in place between the forward pass and backward()"));
+  }
+  clear_tape();
+}
+
 TEST_CASE("persistent compute copies follow the master's version and are freed with the optimizer",
           "[amp][autocast][persistent]") {
   const size_t before = amp::persistent_copy_count();
