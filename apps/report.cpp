@@ -39,12 +39,15 @@ constexpr const char* kCsvHeader = "step,epoch,loss,lr,loss_scale,skipped";
 
 /// printf into a std::string.
 [[gnu::format(printf, 1, 2)]] std::string format(const char* fmt, ...) {
-  char buf[512];
-  va_list args;
+  va_list args, again;
   va_start(args, fmt);
-  std::vsnprintf(buf, sizeof buf, fmt, args);
+  va_copy(again, args);
+  const int n = std::vsnprintf(nullptr, 0, fmt, args);
   va_end(args);
-  return buf;
+  std::string out(static_cast<size_t>(std::max(n, 0)), '\0');
+  std::vsnprintf(out.data(), out.size() + 1, fmt, again);
+  va_end(again);
+  return out;
 }
 
 /// A number of compare.json, NaN when it is null (JSON has no NaN: nlohmann writes it as null) or absent.

@@ -18,6 +18,7 @@
 using namespace mixtape;
 using mixtape::testing::have_fashion_mnist;
 using Catch::Matchers::Contains;
+using mixtape::testing::read_text;
 using mixtape::testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -32,11 +33,6 @@ app::TrainConfig small_config() {
   c.seed = 3;
   c.progress = false;
   return c;
-}
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
 }
 
 void write_bytes(const std::string& path, const std::string& bytes) {
@@ -108,7 +104,7 @@ TEST_CASE("resuming is exact: 1 epoch + save + resume 1 epoch equals 2 epochs, b
     CHECK(fa.metadata.at("step") == fb.metadata.at("step"));
     CHECK(fa.metadata.at("rng_offset") == fb.metadata.at("rng_offset"));
     // the per-step logs agree too (the resumed one is appended to)
-    CHECK(read_bytes(straight.log_path) == read_bytes(first.log_path));
+    CHECK(read_text(straight.log_path) == read_text(first.log_path));
   }
 }
 
@@ -124,7 +120,7 @@ TEST_CASE("bad checkpoints are rejected with clear errors and leave files untouc
   c.limit = 128;
   c.save_path = dir.file("good.safetensors");
   app::train(c, log);
-  const std::string good = read_bytes(c.save_path);
+  const std::string good = read_text(c.save_path);
 
   app::TrainConfig resume = small_config();
   resume.limit = 128;
@@ -161,19 +157,19 @@ TEST_CASE("bad checkpoints are rejected with clear errors and leave files untouc
   resume.epochs = 1;  // already done
   CHECK_THAT(resume_error(c.save_path), Contains("already completed"));
 
-  CHECK(read_bytes(c.save_path) == good);  // failed resumes never touch the checkpoint
+  CHECK(read_text(c.save_path) == good);  // failed resumes never touch the checkpoint
 }
 
 TEST_CASE("a failed save leaves the previous checkpoint intact", "[train]") {
   TempDir dir;
   const std::string path = dir.file("ckpt.safetensors");
   save_safetensors(path, {{"a", ones(Shape{3})}}, {{"k", "v"}});
-  const std::string before = read_bytes(path);
+  const std::string before = read_text(path);
   fs::permissions(dir.path, fs::perms::owner_read | fs::perms::owner_exec);  // no new files in the directory
   const bool root = ::geteuid() == 0;  // root ignores permissions: the test then only checks the happy path
   if (!root) CHECK_THROWS_WITH(save_safetensors(path, {{"a", zeros(Shape{3})}}), Contains(path));
   fs::permissions(dir.path, fs::perms::owner_all);
-  CHECK((read_bytes(path) == before || root));
+  CHECK((read_text(path) == before || root));
   for (const auto& e : fs::directory_iterator(dir.path)) CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
 }
 

@@ -25,21 +25,12 @@
 using namespace mixtape;
 using Catch::Matchers::Contains;
 using mixtape::testing::error_of;
+using mixtape::testing::read_text;
 using mixtape::testing::TempDir;
+using mixtape::testing::write_text;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  REQUIRE(out.good());
-}
 
 // A Fashion-MNIST directory with `n_train` training and `n_test` test images (28x28, labels i % 10).
 void write_fake_fashion(const fs::path& dir, int64_t n_train, int64_t n_test) {

@@ -19,21 +19,12 @@
 using namespace mixtape;
 using Catch::Matchers::Contains;
 using mixtape::testing::error_of;
+using mixtape::testing::read_text;
 using mixtape::testing::TempDir;
+using mixtape::testing::write_text;
 namespace fs = std::filesystem;
 
 namespace {
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  REQUIRE(out.good());
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 
 /// A result with the given figures (the rest as a run of `steps` steps over 2 epochs would have them).
 app::TrainResult result(const std::string& precision, double samples_per_s, int64_t peak, int64_t act, double acc,

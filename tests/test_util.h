@@ -1,12 +1,14 @@
 #pragma once
-// Small helpers shared by the test files: a temporary directory, the message of an expected mixtape::Error, and
-// row-major index math for references written in the tests.
+// Small helpers shared by the test files: a temporary directory, whole files read and written, the message of an
+// expected mixtape::Error, and row-major index math for references written in the tests.
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
 
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -35,6 +37,19 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
+
+/// The whole file at `path` ("" when it cannot be read).
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+/// Replaces the file at `path` with `text`.
+inline void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  REQUIRE(out.good());
+}
 
 /// The message of the mixtape::Error thrown by f; when none is thrown, a failed check and "".
 template <class F>
