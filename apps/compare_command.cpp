@@ -25,7 +25,8 @@ std::string csv_path(const CompareOptions& o, const std::string& precision) {
   return (std::filesystem::path(o.out_dir) / (o.base.model + "_" + precision + ".csv")).string();
 }
 
-/// Creates --out and checks every CSV in it, then --plot (which may lie in --out), before the first run trains.
+/// Checks for gnuplot when a page or a plot is asked for, creates --out and checks every file compare writes into
+/// it, then --report and --plot (which may lie in --out), before the first run trains.
 void check_destinations(const CompareOptions& o) {
   MIXTAPE_CHECK(!o.out_dir.empty(), "--out: the path is empty: name a directory");
   if (!o.report_path.empty() || !o.plot_path.empty()) {  // found out now, not after the training
@@ -89,7 +90,8 @@ CLI::App* add_compare_command(CLI::App& app, CompareOptions& o) {
       ->delimiter(',')
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
-  cmd->add_option("--out", o.out_dir, "Directory for the per-step CSVs")->capture_default_str();
+  cmd->add_option("--out", o.out_dir, "Directory for the per-step CSVs and compare.json (what `mixtape report` reads)")
+      ->capture_default_str();
   cmd->add_option("--report", o.report_path, "Write the comparison as one self-contained HTML page (needs gnuplot)");
   cmd->add_option("--plot", o.plot_path, "Draw the loss, accuracy and loss-scale panels into this PNG (needs gnuplot)");
   cmd->add_flag("--json", o.json, "Print one JSON object per run instead of the table");
