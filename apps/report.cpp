@@ -322,7 +322,7 @@ std::string loss_panel(GnuplotJob& job, const PanelData& d, bool with_raw) {
     const SavedRun& run = d.rec.runs[i];
     std::string rows;
     for (size_t k = 0; k < run.steps.size(); ++k)
-      if (std::isfinite(run.steps[k].loss) && run.steps[k].loss > 0 && std::isfinite(d.smoothed[i][k]))
+      if (std::isfinite(run.steps[k].loss) && (run.steps[k].loss > 0 || !log_axis) && std::isfinite(d.smoothed[i][k]))
         rows += format("%lld %.9g %.9g\n", static_cast<long long>(run.steps[k].step), run.steps[k].loss, d.smoothed[i][k]);
     const std::string file = job.data("loss_" + std::to_string(i) + ".dat", rows);
     const std::string c = colour(run.precision);
@@ -700,7 +700,9 @@ CompareRecord load_compare_record(const std::string& dir) {
     for (const char* key : {"precision", "data", "cpu_kernel_counts"}) optional_field(run.result, key, T::string, rw, file);
     optional_field(run.result, "loss_scaling", T::boolean, rw, file);
     optional_field(run.result, "val_bpc", T::number_float, rw, file);
-    for (const nlohmann::json& e : field(run.result, "history", T::array, rw, file)) {
+    const nlohmann::json& history = field(run.result, "history", T::array, rw, file);
+    MIXTAPE_CHECK(!history.empty(), "'", file, "': ", rw, "'s history lists no epoch");
+    for (const nlohmann::json& e : history) {
       MIXTAPE_CHECK(e.is_object(), "'", file, "': ", rw, "'s history holds a non-object");
       field(e, "epoch", T::number_integer, rw + "'s history", file);
       field(e, "test_acc", T::number_float, rw + "'s history", file);

@@ -169,6 +169,12 @@ TEST_CASE("report: a damaged record is refused with the file and the problem", "
     CHECK_THAT(error_of([&] { app::load_compare_record(dir.path.string()); }),
                Contains("compare.json': run 1's result's \"samples_per_s\" is string"));
   }
+  SECTION("a run without epochs") {
+    nlohmann::json j = nlohmann::json::parse(original);
+    j["runs"][0]["result"]["history"] = nlohmann::json::array();
+    write_text(record_path, j.dump());
+    CHECK_THAT(error_of([&] { app::load_compare_record(dir.path.string()); }), Contains("run 1's result's history lists no epoch"));
+  }
   SECTION("a newer format") {
     nlohmann::json j = nlohmann::json::parse(original);
     j["format_version"] = 2;
