@@ -1,7 +1,6 @@
 #include "apps/report.h"
 
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -19,6 +18,7 @@
 
 #include "apps/bench_machine.h"
 #include "apps/checkpoint.h"
+#include "core/atomic_file.h"
 #include "core/cpu_kernels.h"
 #include "core/cpu_threads.h"
 #include "core/error.h"
@@ -100,35 +100,10 @@ std::string sh_quote(const std::string& s) {
   return out + "'";
 }
 
-/// Writes `content` to `path` through a temporary file beside it renamed onto it.
-void write_file_atomically(const std::string& path, const std::string& content, const std::string& what) {
-  const fs::path target(path);
-  const fs::path tmp = target.parent_path() / (target.filename().string() + ".tmp." + std::to_string(::getpid()));
-  {
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    const int open_errno = errno;
-    MIXTAPE_CHECK(f != nullptr, "cannot write the ", what, " '", tmp.string(), "': ", std::strerror(open_errno));
-    bool ok = std::fwrite(content.data(), 1, content.size(), f) == content.size();
-    ok = ok && std::fflush(f) == 0;
-    int saved = ok ? 0 : errno;
-    if (std::fclose(f) != 0 && ok) {
-      ok = false;
-      saved = errno;
-    }
-    if (!ok) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw Error(detail::cat("writing the ", what, " '", path, "' failed (", std::strerror(saved),
-                              "); the previous file, if any, is unchanged"));
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
-    throw Error(detail::cat("cannot rename the temporary file onto '", path, "': ", ec.message()));
-  }
+/// Writes `content` to `path` (core/atomic_file.h), naming it `what` in errors.
+void write_text_atomically(const std::string& path, const std::string& content, const std::string& what) {
+  write_file_atomically(
+      path, [&](std::FILE* f) { return std::fwrite(content.data(), 1, content.size(), f) == content.size(); }, what);
 }
 
 std::string read_file(const fs::path& path) {
@@ -652,7 +627,7 @@ nlohmann::json compare_record(const TrainConfig& base, const std::vector<TrainRe
 }
 
 void write_compare_record(const std::string& dir, const nlohmann::json& record) {
-  write_file_atomically((fs::path(dir) / kCompareRecordFile).string(), record.dump(1) + "\n", "comparison record");
+  write_text_atomically((fs::path(dir) / kCompareRecordFile).string(), record.dump(1) + "\n", "comparison record");
 }
 
 CompareRecord load_compare_record(const std::string& dir) {
@@ -908,7 +883,7 @@ int draw_png(const CompareRecord& rec, const std::string& path) {
   for (const std::string& p : panels) script += "reset\n" + p;
   script += "unset multiplot\nunset output\n";
   job.run(script);
-  write_file_atomically(path, read_file(job.path("plot.png")), "plot");
+  write_text_atomically(path, read_file(job.path("plot.png")), "plot");
   return 0;
 }
 }  // namespace
@@ -918,7 +893,7 @@ std::string report_html(const CompareRecord& rec) {
 }
 
 void write_report(const CompareRecord& record, const std::string& path) {
-  write_file_atomically(path, report_html(record), "report");
+  write_text_atomically(path, report_html(record), "report");
 }
 
 void write_plot_png(const CompareRecord& rec, const std::string& path) {
@@ -948,9 +923,7 @@ int run_report_command(const ReportOptions& o) {
   const std::string output = o.output.empty() ? (fs::path(o.dir) / "report.html").string() : o.output;
   check_output_path(output, "--output", OutputWrite::replace_by_rename);
   if (!o.plot_path.empty()) check_output_path(o.plot_path, "--plot", OutputWrite::replace_by_rename);
-  const std::string problem = gnuplot_problem();
-  MIXTAPE_CHECK(problem.empty(), "report: ", problem);
-  write_report(rec, output);
+  write_report(rec, output);  // gnuplot is looked for before anything is written (GnuplotJob::run)
   std::cerr << "report written to " << output << " (" << fs::file_size(output) / 1024 << " KiB)\n";
   if (!o.plot_path.empty()) {
     write_plot_png(rec, o.plot_path);

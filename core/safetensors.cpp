@@ -1,6 +1,5 @@
 #include "core/safetensors.h"
 
-#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "core/atomic_file.h"
 #include "core/json_limits.h"
 
 namespace mixtape {
@@ -149,40 +149,14 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   std::string json = header.dump();
   json.append((8 - json.size() % 8) % 8, ' ');  // align the data to 8 bytes, as the format recommends
 
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  const fs::path tmp = target.parent_path() / (target.filename().string() + ".tmp." + std::to_string(::getpid()));
-  {
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    const int open_errno = errno;  // before anything else can change it
-    MIXTAPE_CHECK(f != nullptr, "cannot write '", tmp.string(), "': ", std::strerror(open_errno));
-    bool ok = true;
+  write_file_atomically(path, [&](std::FILE* f) {
     uint8_t len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(json.size()) >> (8 * i));
-    ok = ok && std::fwrite(len, 1, 8, f) == 8;
+    bool ok = std::fwrite(len, 1, 8, f) == 8;
     ok = ok && std::fwrite(json.data(), 1, json.size(), f) == json.size();
     for (const Tensor& h : host) ok = ok && (h.nbytes() == 0 || std::fwrite(h.raw_data(), 1, h.nbytes(), f) == h.nbytes());
-    ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-    int saved = ok ? 0 : errno;  // the first failure's reason, before fclose or remove can change errno
-    if (std::fclose(f) != 0 && ok) {
-      ok = false;
-      saved = errno;
-    }
-    if (!ok) {
-      const std::string err = std::strerror(saved);
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw Error(detail::cat("writing '", path, "' failed (", err, "); the previous file, if any, is unchanged"));
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    std::error_code ignored;  // the rename's error is the one to report, not the cleanup's
-    fs::remove(tmp, ignored);
-    throw Error(detail::cat("cannot rename the temporary file onto '", path, "': ", ec.message(),
-                            "; the previous file, if any, is unchanged"));
-  }
+    return ok;
+  });
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
