@@ -425,9 +425,9 @@ TrainResult train(const TrainConfig& c, std::ostream& all_log) {
                            {"cache_hits", st.cache_hits}});
     }
     if (device.type == Device::Type::cpu) {
-      r.cpu_kernel_counts = std::string(cpu_kernels_name(cpu_kernels())) + ": " + cpu_gemm_impl_counts();
-      r.amp_report += "CPU matrix products and convolutions by implementation (" +
-                      std::string(cpu_kernels_name(cpu_kernels())) + "): " + cpu_gemm_impl_counts() + "\n";
+      const std::string setting = cpu_kernels_name(cpu_kernels()), counts = cpu_gemm_impl_counts();
+      r.cpu_kernel_counts = setting + ": " + counts;
+      r.amp_report += "CPU matrix products and convolutions by implementation (" + setting + "): " + counts + "\n";
     }
   }
   return r;
